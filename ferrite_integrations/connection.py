@@ -1,0 +1,196 @@
+"""Connection classes: redis-py's own, with two changes.
+
+* TLS connections wrap their socket with the configuration's one shared ``SSLContext``
+  instead of building a new context (and re-reading certificate files) on every connect,
+  and bound the TLS handshake by ``socket_connect_timeout``.
+* A failed connect that is really a TLS mistake (untrusted CA, host name mismatch, missing
+  client certificate, TLS to a plaintext port or plaintext to a TLS port) raises a
+  ``TLSError`` whose message names the cause and the fix, chained to redis-py's error.
+
+Sync and async classes share the explanation code; the I/O itself stays redis-py's.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from typing import Any, NoReturn
+
+import redis.asyncio.connection as async_connection
+import redis.connection as sync_connection
+import redis.exceptions
+
+from ferrite_integrations.config import PoolConfig
+from ferrite_integrations.errors import TLSError
+from ferrite_integrations.tls import TLSSettings, explain_tls_failure
+
+__all__ = [
+    "AsyncConnection",
+    "AsyncSSLConnection",
+    "Connection",
+    "SSLConnection",
+    "connection_kwargs",
+]
+
+_CONNECT_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+_CLOSED_BY_SERVER = "Connection closed by server"
+
+
+def _explain_plaintext_failure(exc: BaseException, host: str, port: int) -> TLSError | None:
+    """A plaintext handshake the server cut off: most often a TLS-only port."""
+    current: BaseException | None = exc
+    while current is not None:
+        if isinstance(current, ConnectionResetError | BrokenPipeError) or (
+            isinstance(current, redis.exceptions.ConnectionError)
+            and _CLOSED_BY_SERVER in str(current)
+        ):
+            return TLSError(
+                f"The server at {host}:{port} closed the connection during the connection "
+                "handshake, before answering the first command. If it serves TLS on this "
+                "port, use a rediss:// URL (a plaintext connection is never upgraded "
+                "silently).",
+                permanent=False,
+            )
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _explain(exc: BaseException, host: str, port: int, tls: TLSSettings | None) -> TLSError | None:
+    if tls is not None:
+        return explain_tls_failure(exc, tls, host, port)
+    return _explain_plaintext_failure(exc, host, port)
+
+
+def _raise_explained(exc: Exception, host: str, port: int, tls: TLSSettings | None) -> NoReturn:
+    explained = _explain(exc, host, port, tls)
+    if explained is None:
+        raise exc
+    raise explained from exc
+
+
+class _ExplainingConnection(sync_connection.AbstractConnection):
+    """Turns a failed connect that is really a TLS mistake into a ``TLSError``."""
+
+    host: str
+    port: int
+    tls_settings: TLSSettings | None = None
+
+    def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        try:
+            super().connect_check_health(check_health, retry_socket_connect)
+        except _CONNECT_ERRORS as exc:
+            _raise_explained(exc, self.host, self.port, self.tls_settings)
+
+
+class _AsyncExplainingConnection(async_connection.AbstractConnection):
+    """The ``redis.asyncio`` twin of ``_ExplainingConnection``."""
+
+    host: str
+    port: int
+    tls_settings: TLSSettings | None = None
+
+    async def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        try:
+            await super().connect_check_health(check_health, retry_socket_connect)
+        except _CONNECT_ERRORS as exc:
+            _raise_explained(exc, self.host, self.port, self.tls_settings)
+
+
+class Connection(_ExplainingConnection, sync_connection.Connection):
+    """redis-py's TCP connection; a connect cut off by a TLS-only server says so."""
+
+
+class SSLConnection(_ExplainingConnection, sync_connection.SSLConnection):
+    """redis-py's TLS connection using one shared ``SSLContext``.
+
+    Args:
+        ssl_context: the context every connection of the configuration shares.
+        tls_settings: the settings the context was built from (used in error messages).
+        **kwargs: redis-py ``Connection`` arguments (host, port, timeouts, ...).
+    """
+
+    def __init__(
+        self, *, ssl_context: ssl.SSLContext, tls_settings: TLSSettings, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.shared_ssl_context = ssl_context
+        self.tls_settings = tls_settings
+
+    def _wrap_socket_with_ssl(self, sock: socket.socket) -> ssl.SSLSocket:
+        sock.settimeout(self.socket_connect_timeout)
+        wrapped = self.shared_ssl_context.wrap_socket(sock, server_hostname=self.host)
+        wrapped.settimeout(self.socket_timeout)
+        return wrapped
+
+
+class AsyncConnection(_AsyncExplainingConnection, async_connection.Connection):
+    """The ``redis.asyncio`` twin of ``Connection``."""
+
+
+class AsyncSSLConnection(_AsyncExplainingConnection, async_connection.SSLConnection):
+    """The ``redis.asyncio`` twin of ``SSLConnection`` (same arguments)."""
+
+    def __init__(
+        self, *, ssl_context: ssl.SSLContext, tls_settings: TLSSettings, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.shared_ssl_context = ssl_context
+        self.tls_settings = tls_settings
+
+    def _connection_arguments(self) -> dict[str, Any]:
+        arguments = dict(async_connection.Connection._connection_arguments(self))
+        arguments["ssl"] = self.shared_ssl_context
+        arguments["server_hostname"] = self.host
+        if self.socket_connect_timeout:
+            # The handshake deadline falls inside the connect deadline, so that a server that
+            # never answers the TLS hello is recognised as such rather than as a slow connect.
+            arguments["ssl_handshake_timeout"] = self.socket_connect_timeout * 0.9
+        return arguments
+
+
+def connection_kwargs(config: PoolConfig, *, asyncio: bool = False) -> dict[str, Any]:
+    """Keyword arguments for a redis-py connection pool built from ``config``.
+
+    The result includes ``connection_class`` and everything the connections need, but not
+    ``max_connections`` (a pool setting). Use it as
+    ``redis.ConnectionPool(max_connections=config.max_connections, **connection_kwargs(config))``.
+
+    Args:
+        config: the validated configuration.
+        asyncio: ``True`` for ``redis.asyncio`` connection classes.
+    """
+    kwargs: dict[str, Any] = {
+        "db": config.db,
+        "username": config.username,
+        "password": config.password,
+        "socket_timeout": config.socket_timeout,
+        "socket_connect_timeout": config.socket_connect_timeout,
+        "health_check_interval": config.health_check_interval,
+        "retry_on_timeout": config.retry_on_timeout,
+        "client_name": config.client_name,
+        "encoding": config.encoding,
+        "encoding_errors": config.encoding_errors,
+        "decode_responses": config.decode_responses,
+        "protocol": config.protocol,
+    }
+    if config.unix_socket_path is not None:
+        kwargs["path"] = config.unix_socket_path
+        kwargs["connection_class"] = (
+            async_connection.UnixDomainSocketConnection
+            if asyncio
+            else sync_connection.UnixDomainSocketConnection
+        )
+        return kwargs
+    kwargs.update(host=config.host, port=config.port, socket_keepalive=config.socket_keepalive)
+    settings = config.tls
+    if settings is None:
+        kwargs["connection_class"] = AsyncConnection if asyncio else Connection
+        return kwargs
+    kwargs["connection_class"] = AsyncSSLConnection if asyncio else SSLConnection
+    kwargs["ssl_context"] = config.ssl_context()
+    kwargs["tls_settings"] = settings
+    return kwargs

@@ -1,0 +1,66 @@
+"""Shared fixtures of the project's own suite (the user-facing fixtures live in the
+``ferrite_integrations.testing.plugin`` pytest plugin, active here through its entry point)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trustme
+from cryptography.hazmat.primitives import serialization
+
+pytest_plugins = ["pytester"]
+
+
+@dataclass(frozen=True)
+class CertFiles:
+    """PEM files signed by a throwaway CA, plus files that are wrong on purpose."""
+
+    ca: Path
+    other_ca: Path
+    client_cert: Path
+    client_key: Path
+    client_combined: Path
+    encrypted_key: Path
+    key_password: str
+    not_pem: Path
+    directory: Path
+
+
+@pytest.fixture(scope="session")
+def cert_files(tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
+    directory = tmp_path_factory.mktemp("certs")
+    ca, other = trustme.CA(), trustme.CA()
+    client = ca.issue_cert("client@example")
+    paths = {
+        name: directory / f"{name}.pem"
+        for name in ("ca", "other_ca", "client_cert", "client_key", "combined", "enc", "bad")
+    }
+    ca.cert_pem.write_to_path(str(paths["ca"]))
+    other.cert_pem.write_to_path(str(paths["other_ca"]))
+    client.cert_chain_pems[0].write_to_path(str(paths["client_cert"]))
+    client.private_key_pem.write_to_path(str(paths["client_key"]))
+    paths["combined"].write_bytes(
+        client.private_key_pem.bytes() + client.cert_chain_pems[0].bytes()
+    )
+    key = serialization.load_pem_private_key(client.private_key_pem.bytes(), None)
+    paths["enc"].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"key-secret"),
+        )
+    )
+    paths["bad"].write_text("this is not a certificate\n")
+    return CertFiles(
+        ca=paths["ca"],
+        other_ca=paths["other_ca"],
+        client_cert=paths["client_cert"],
+        client_key=paths["client_key"],
+        client_combined=paths["combined"],
+        encrypted_key=paths["enc"],
+        key_password="key-secret",
+        not_pem=paths["bad"],
+        directory=directory,
+    )
