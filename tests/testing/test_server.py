@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -378,7 +379,8 @@ def test_startup_timeout_stops_a_server_that_never_answers(tmp_path: Path) -> No
     # A real server cannot be made to hang at startup: a stand-in binary that never listens.
     binary = tmp_path / "silent-server"
     binary.write_text(
-        '#!/bin/sh\n[ "$1" = --version ] && echo "Silent server v=0.0.1" && exit 0\nexec sleep 30\n'
+        '#!/bin/sh\n[ "$1" = --version ] && echo "Silent server v=0.0.1" && exit 0\n'
+        f'exec "{sys.executable}" -c "import time; time.sleep(30)"\n'
     )
     binary.chmod(0o755)
     server = EmbeddedServer(binary=str(binary), startup_timeout=0.3)
