@@ -13,17 +13,25 @@ from ferrite_integrations.errors import (
     ServerUnavailableError,
     TLSError,
 )
+from ferrite_integrations.manager import PoolManager, default_client_name, get_manager
+from ferrite_integrations.pool import FerritePool
+from ferrite_integrations.pool_async import AsyncFerritePool
 
 __all__ = [
+    "AsyncFerritePool",
     "ConfigError",
     "FerriteError",
+    "FerritePool",
     "PoolConfig",
+    "PoolManager",
     "PoolOptions",
     "PoolTimeoutError",
     "ServerUnavailableError",
     "TLSError",
     "connection_kwargs",
+    "default_client_name",
     "default_max_connections",
+    "get_manager",
 ]
 
 __version__ = "0.1.0.dev0"

@@ -39,6 +39,7 @@ class OptionSpec:
     group: Group
     help: str
     minimum: float | None = None
+    maximum: float | None = None
     positive: bool = False
     nullable: bool = False
     none_means: str = ""
@@ -56,7 +57,9 @@ OPTION_SPECS: dict[str, OptionSpec] = {
     spec.name: spec
     for spec in (
         _spec("host", "str", "location", "server host name or IP", in_query=False),
-        _spec("port", "int", "location", "server TCP port", minimum=1, in_query=False),
+        _spec(
+            "port", "int", "location", "server TCP port", minimum=1, maximum=65535, in_query=False
+        ),
         _spec(
             "unix_socket_path",
             "path",
@@ -109,7 +112,15 @@ OPTION_SPECS: dict[str, OptionSpec] = {
         _spec("decode_responses", "bool", "connection", "decode replies to str"),
         _spec("encoding", "str", "connection", "codec for str values"),
         _spec("encoding_errors", "str", "connection", "codec error handler"),
-        _spec("protocol", "choice", "connection", "RESP version", choices=(2, 3)),
+        _spec(
+            "protocol",
+            "choice",
+            "connection",
+            "RESP version",
+            choices=(2, 3),
+            nullable=True,
+            none_means="use redis-py's default (RESP3, replies shaped as with RESP2)",
+        ),
         _spec("max_connections", "int", "pool", "connections per pool", minimum=1),
         _spec("min_idle", "int", "pool", "idle connections kept open", minimum=0),
         _spec("acquire_timeout", "float", "pool", _SECONDS, minimum=0),
@@ -242,8 +253,11 @@ def unknown_option_error(name: str, where: str = "") -> ConfigError:
 
 
 def shown(spec: OptionSpec, value: object) -> str:
-    """How a value may appear in a message: secrets never do."""
-    return REDACTED if spec.secret else repr(value)
+    """How a value may appear in a message: secrets never do, long values are cut."""
+    if spec.secret:
+        return REDACTED
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}...({len(text)} characters)"
 
 
 def _expected(spec: OptionSpec) -> str:
@@ -252,6 +266,8 @@ def _expected(spec: OptionSpec) -> str:
         if spec.minimum is not None:
             bound = f"> {spec.minimum:g}" if spec.positive else f">= {spec.minimum:g}"
             noun = f"{noun} {bound}"
+        if spec.maximum is not None:
+            noun = f"{noun} and <= {spec.maximum:g}"
     elif spec.kind == "bool":
         noun = "True or False"
     elif spec.kind == "choice":
@@ -282,31 +298,56 @@ def _check_number(spec: OptionSpec, value: object, where: str) -> int | float:
         raise _invalid(spec, value, where)
     if spec.kind == "int" and not isinstance(value, int):
         raise _invalid(spec, value, where)
-    if isinstance(value, float) and not math.isfinite(value):
+    try:
+        as_float = float(value)
+    except OverflowError:
+        raise _invalid(spec, value, where) from None
+    if not math.isfinite(as_float):
         raise _invalid(spec, value, where)
     if spec.minimum is not None:
         too_small = value <= spec.minimum if spec.positive else value < spec.minimum
         if too_small:
             raise _invalid(spec, value, where)
-    return float(value) if spec.kind == "float" else value
+    if spec.maximum is not None and value > spec.maximum:
+        raise _invalid(spec, value, where)
+    return as_float if spec.kind == "float" else value
+
+
+_HOST_FORBIDDEN = frozenset("/?#@[] \t\r\n")
 
 
 def _check_str(spec: OptionSpec, value: object, where: str) -> str:
     if not isinstance(value, str) or value == "":
         raise _invalid(spec, value, where)
+    if spec.name == "host":
+        if _HOST_FORBIDDEN & set(value):
+            raise ConfigError(
+                f"Option 'host'{where} must be a bare host name or IP address (IPv6 without "
+                f"brackets), not a URL or address with a port; got {value!r}.",
+                option="host",
+            )
+        return value.lower()
+    if spec.name == "client_name" and not all("!" <= char <= "~" for char in value):
+        raise ConfigError(
+            f"Option 'client_name'{where} may only contain printable ASCII characters "
+            f"without spaces (the server refuses others in CLIENT SETNAME); got {value!r}.",
+            option="client_name",
+        )
     if spec.name == "encoding":
         try:
+            "".encode(value)
+            b"".decode(value)
             return codecs.lookup(value).name
-        except LookupError:
+        except (LookupError, ValueError):
             raise ConfigError(
-                f"Option 'encoding'{where} names no codec Python knows: {value!r}. "
+                f"Option 'encoding'{where} names no text codec Python knows: {value!r}. "
                 "Use a codec name such as 'utf-8'.",
                 option="encoding",
             ) from None
     if spec.name == "encoding_errors":
         try:
             codecs.lookup_error(value)
-        except LookupError:
+        except (LookupError, ValueError):
             raise ConfigError(
                 f"Option 'encoding_errors'{where} names no codec error handler: {value!r}. "
                 "Use 'strict', 'replace', 'ignore' or 'backslashreplace'.",
@@ -395,7 +436,7 @@ def parse_text(name: str, text: str, where: str) -> object:
                 option=name,
             )
         value = lowered in _TRUE_WORDS
-    elif spec.kind in ("int", "float") or (spec.kind == "choice" and spec.name == "protocol"):
+    elif spec.kind in ("int", "float") or spec.name == "protocol":
         value = _parse_number(spec, text, where)
     return check_value(name, value, where)
 

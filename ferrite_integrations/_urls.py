@@ -16,18 +16,47 @@ from redis.connection import parse_url as redis_parse_url
 from ferrite_integrations._options import (
     OPTION_SPECS,
     REDACTED,
+    check_value,
     parse_text,
     unknown_option_error,
 )
 from ferrite_integrations.errors import ConfigError
 
 SCHEMES = ("redis", "rediss", "unix")
-_USERINFO = re.compile(r"^(?P<scheme>[^:/?#]*://)(?P<user>[^:@/?#]*):(?P<secret>[^@/?#]*)@")
+_QUERY_SECRET = re.compile(r"(?i)([?&](?:password|ssl_password)=)[^&#]*")
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``; safe for messages and logs."""
-    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", url, count=1)
+    """The URL with any password replaced by ``***``; safe for messages and logs.
+
+    Works on malformed URLs too: everything between the scheme and the *last* ``@`` is
+    user information (a password may itself contain ``@``, ``#``, ``?`` or ``/``), and
+    ``password=`` query values are hidden as well.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    if "@" in rest:
+        userinfo, _, location = rest.rpartition("@")
+        user, has_secret, _ = userinfo.partition(":")
+        rest = f"{user}:{REDACTED}@{location}" if has_secret else f"{userinfo}@{location}"
+    return _QUERY_SECRET.sub(rf"\1{REDACTED}", f"{scheme}{sep}{rest}")
+
+
+_URLSPLIT_PROBLEMS = (
+    ("Port could not be cast", "the port is not a number; use 1-65535."),
+    ("Port out of range", "the port is out of range; use 1-65535."),
+    ("IPv6", "an IPv6 address needs matching brackets, e.g. redis://[::1]:6379/0."),
+)
+
+
+def _urlsplit_problem(error: ValueError) -> str:
+    # urlsplit's own messages can quote pieces of the user information: never pass them on.
+    text = str(error)
+    for marker, problem in _URLSPLIT_PROBLEMS:
+        if marker in text:
+            return problem
+    return "it is not a well-formed URL."
 
 
 def _url_error(url: str, source: str, problem: str) -> ConfigError:
@@ -41,7 +70,7 @@ def _check_scheme(url: str, source: str) -> str:
     allowed = "redis:// (plain TCP), rediss:// (TLS) or unix:// (unix socket)"
     if not sep:
         hint = (
-            f" Did you mean 'redis://{url}'?"
+            f" Did you mean {'redis://' + redact_url(url)!r}?"
             if url and "/" not in url.split(":", maxsplit=1)[0]
             else ""
         )
@@ -55,7 +84,7 @@ def _query_options(
     try:
         pairs = parse_qs(query, keep_blank_values=True, strict_parsing=bool(query))
     except ValueError:
-        raise _url_error(url, source, f"malformed query string {query!r}.") from None
+        raise _url_error(url, source, "malformed query string.") from None
     options: dict[str, object] = {}
     for name, values in pairs.items():
         where = f" in the {source}"
@@ -80,7 +109,7 @@ def _database_from_path(path: str, url: str, source: str) -> int | None:
     digits = path.strip("/")
     if digits == "":
         return None
-    if not digits.isdigit() or "/" in digits:
+    if not (digits.isascii() and digits.isdigit()):
         raise _url_error(url, source, f"the path {path!r} must be a database number, e.g. '/0'.")
     return int(digits)
 
@@ -89,7 +118,7 @@ def _structure(url: str, source: str) -> dict[str, object]:
     try:
         parsed: dict[str, object] = redis_parse_url(url)  # type: ignore[no-untyped-call]
     except ValueError as exc:
-        raise _url_error(url, source, f"{exc}.") from None
+        raise _url_error(url, source, _urlsplit_problem(exc)) from None
     return parsed
 
 
@@ -98,7 +127,7 @@ def _tcp_location(url: str, source: str, scheme: str) -> dict[str, object]:
     try:
         port = split.port
     except ValueError as exc:
-        raise _url_error(url, source, f"bad port ({exc}).") from None
+        raise _url_error(url, source, _urlsplit_problem(exc)) from None
     if port == 0:
         raise _url_error(url, source, "port 0 is not a server port; use 1-65535.")
     parsed = _structure(url, source)
@@ -120,7 +149,7 @@ def _tcp_location(url: str, source: str, scheme: str) -> dict[str, object]:
 
 def _unix_location(url: str, source: str) -> dict[str, object]:
     split = urlsplit(url)
-    if split.netloc and "@" not in split.netloc:
+    if split.hostname or split.port or (split.netloc and "@" not in split.netloc):
         raise _url_error(
             url,
             source,
@@ -159,7 +188,7 @@ def parse_url(url: object, source: str = "URL") -> dict[str, object]:
         split = urlsplit(url)
         split.port  # noqa: B018  (reading it validates the port and IPv6 brackets)
     except ValueError as exc:
-        raise _url_error(url, source, f"{exc}.") from None
+        raise _url_error(url, source, _urlsplit_problem(exc)) from None
     if split.fragment:
         raise _url_error(url, source, "a '#fragment' has no meaning in a connection URL.")
     base = url.split("?", 1)[0]
@@ -178,4 +207,21 @@ def parse_url(url: object, source: str = "URL") -> dict[str, object]:
             source,
             f"the database is given twice: path says {location['db']}, ?db= says {query['db']}.",
         )
-    return {**location, **query}
+    for credential in ("username", "password"):
+        if location.get(credential, query.get(credential)) != query.get(
+            credential, location.get(credential)
+        ):
+            raise _url_error(
+                url, source, f"the {credential} is given twice, with different values."
+            )
+    if scheme != "rediss":
+        tls_named = sorted(name for name in query if OPTION_SPECS[name].group == "tls")
+        if tls_named:
+            raise ConfigError(
+                f"TLS option {', '.join(repr(n) for n in tls_named)} appears in a "
+                f"{scheme}:// {source}; use a rediss:// URL to connect with TLS.",
+                option=tls_named[0],
+            )
+    where = f" in the {source}"
+    checked = {name: check_value(name, value, where) for name, value in location.items()}
+    return {**checked, **query}

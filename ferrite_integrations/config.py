@@ -26,7 +26,6 @@ from ferrite_integrations.tls import CertReqs, TLSSettings, shared_context
 __all__ = ["PoolConfig", "PoolOptions", "default_max_connections"]
 
 ENV_URL = "FERRITE_URL"
-_FORBIDDEN_NAME_CHARS = frozenset(" \n\r\t")
 
 
 def default_max_connections() -> int:
@@ -59,7 +58,7 @@ class PoolOptions(TypedDict, total=False):
     decode_responses: bool
     encoding: str
     encoding_errors: str
-    protocol: int
+    protocol: int | None
     max_connections: int
     min_idle: int
     acquire_timeout: float
@@ -109,7 +108,7 @@ class PoolConfig:
     decode_responses: bool = False
     encoding: str = "utf-8"
     encoding_errors: str = "strict"
-    protocol: int = 3
+    protocol: int | None = None
     max_connections: int = 0  # replaced by default_max_connections() when not given
     min_idle: int = 0
     acquire_timeout: float = 5.0
@@ -252,7 +251,7 @@ def _resolve(options: dict[str, object]) -> dict[str, object]:
     given = _check_names_and_values(options)
     values = {name: given[name] if name in given else _default(name) for name in OPTION_SPECS}
     _check_location(values, given)
-    _check_pool(values)
+    _check_pool(values, given)
     _check_tls(values, given)
     return values
 
@@ -267,17 +266,14 @@ def _check_location(values: dict[str, object], given: dict[str, object]) -> None
                 "Give either the socket path or a TCP address.",
                 option=clashing[0],
             )
-    name = values["client_name"]
-    if isinstance(name, str) and _FORBIDDEN_NAME_CHARS & set(name):
-        raise ConfigError(
-            f"Option 'client_name' must not contain spaces or newlines (the server refuses "
-            f"such names in CLIENT SETNAME); got {name!r}.",
-            option="client_name",
-        )
 
 
-def _check_pool(values: dict[str, object]) -> None:
+def _check_pool(values: dict[str, object], given: dict[str, object]) -> None:
     min_idle, max_connections = values["min_idle"], values["max_connections"]
+    if "max_connections" not in given and isinstance(min_idle, int):
+        # The machine-dependent default must not make a config valid on one host and
+        # invalid on another: without an explicit size, the pool grows to fit min_idle.
+        values["max_connections"] = max_connections = max(default_max_connections(), min_idle)
     if (
         isinstance(min_idle, int)
         and isinstance(max_connections, int)
@@ -305,6 +301,12 @@ def _check_tls(values: dict[str, object], given: dict[str, object]) -> None:
                 option=tls_given[0],
             )
         return
+    if values["ssl_password"] is not None and values["ssl_certfile"] is None:
+        raise ConfigError(
+            "Option 'ssl_password' is set but there is no client key to decrypt: give "
+            "'ssl_certfile' and 'ssl_keyfile' too, or remove ssl_password.",
+            option="ssl_password",
+        )
     if values["ssl_cert_reqs"] == "none":
         if given.get("ssl_check_hostname") is True:
             raise ConfigError(

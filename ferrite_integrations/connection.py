@@ -12,6 +12,8 @@ Sync and async classes share the explanation code; the I/O itself stays redis-py
 
 from __future__ import annotations
 
+import asyncio
+import select
 import socket
 import ssl
 from typing import Any, NoReturn
@@ -27,8 +29,10 @@ from ferrite_integrations.tls import TLSSettings, explain_tls_failure
 __all__ = [
     "AsyncConnection",
     "AsyncSSLConnection",
+    "AsyncUnixConnection",
     "Connection",
     "SSLConnection",
+    "UnixConnection",
     "connection_kwargs",
 ]
 
@@ -68,12 +72,21 @@ def _raise_explained(exc: Exception, host: str, port: int, tls: TLSSettings | No
     raise explained from exc
 
 
+def _readable_now(sock: Any) -> bool:
+    """One non-blocking poll: has the kernel data (or an EOF) waiting on this socket?"""
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    return bool(select.select([sock], [], [], 0)[0])
+
+
 class _ExplainingConnection(sync_connection.AbstractConnection):
-    """Turns a failed connect that is really a TLS mistake into a ``TLSError``."""
+    """Turns a failed connect that is really a TLS mistake into a ``TLSError``, and tells
+    the pool whether an idle connection is still usable."""
 
     host: str
     port: int
     tls_settings: TLSSettings | None = None
+    explains_failures = True
 
     def connect_check_health(
         self, check_health: bool = True, retry_socket_connect: bool = True
@@ -81,7 +94,22 @@ class _ExplainingConnection(sync_connection.AbstractConnection):
         try:
             super().connect_check_health(check_health, retry_socket_connect)
         except _CONNECT_ERRORS as exc:
+            if not self.explains_failures:
+                raise
             _raise_explained(exc, self.host, self.port, self.tls_settings)
+
+    def looks_clean(self) -> bool:
+        """True when this idle connection is connected and nothing waits to be read on it:
+        no stray reply, no EOF from a server that closed it (``CLIENT KILL``, restart)."""
+        sock: Any = self._sock
+        if sock is None:
+            return False
+        if not _readable_now(sock):
+            return True
+        try:  # readable: a TLS record without data is fine, a reply or an EOF is not
+            return not self.can_read(timeout=0)
+        except (*_CONNECT_ERRORS, OSError):
+            return False
 
 
 class _AsyncExplainingConnection(async_connection.AbstractConnection):
@@ -91,13 +119,30 @@ class _AsyncExplainingConnection(async_connection.AbstractConnection):
     port: int
     tls_settings: TLSSettings | None = None
 
+    explains_failures = True
+
     async def connect_check_health(
         self, check_health: bool = True, retry_socket_connect: bool = True
     ) -> None:
         try:
             await super().connect_check_health(check_health, retry_socket_connect)
         except _CONNECT_ERRORS as exc:
+            if not self.explains_failures:
+                raise
             _raise_explained(exc, self.host, self.port, self.tls_settings)
+
+    async def looks_clean(self) -> bool:
+        """The async twin of ``_ExplainingConnection.looks_clean``."""
+        writer = self._writer
+        if writer is None or writer.transport.is_closing():
+            return False
+        sock = writer.transport.get_extra_info("socket")
+        if sock is not None and _readable_now(sock):
+            await asyncio.sleep(0)  # let the loop move what the kernel holds into the reader
+        try:
+            return not await self.can_read()
+        except (*_CONNECT_ERRORS, OSError):
+            return False
 
 
 class Connection(_ExplainingConnection, sync_connection.Connection):
@@ -127,8 +172,20 @@ class SSLConnection(_ExplainingConnection, sync_connection.SSLConnection):
         return wrapped
 
 
+class UnixConnection(_ExplainingConnection, sync_connection.UnixDomainSocketConnection):
+    """redis-py's unix socket connection, with the pool's idle check."""
+
+    explains_failures = False
+
+
 class AsyncConnection(_AsyncExplainingConnection, async_connection.Connection):
     """The ``redis.asyncio`` twin of ``Connection``."""
+
+
+class AsyncUnixConnection(_AsyncExplainingConnection, async_connection.UnixDomainSocketConnection):
+    """The ``redis.asyncio`` twin of ``UnixConnection``."""
+
+    explains_failures = False
 
 
 class AsyncSSLConnection(_AsyncExplainingConnection, async_connection.SSLConnection):
@@ -152,7 +209,7 @@ class AsyncSSLConnection(_AsyncExplainingConnection, async_connection.SSLConnect
         return arguments
 
 
-def connection_kwargs(config: PoolConfig, *, asyncio: bool = False) -> dict[str, Any]:
+def connection_kwargs(config: PoolConfig, *, use_asyncio: bool = False) -> dict[str, Any]:
     """Keyword arguments for a redis-py connection pool built from ``config``.
 
     The result includes ``connection_class`` and everything the connections need, but not
@@ -161,7 +218,7 @@ def connection_kwargs(config: PoolConfig, *, asyncio: bool = False) -> dict[str,
 
     Args:
         config: the validated configuration.
-        asyncio: ``True`` for ``redis.asyncio`` connection classes.
+        use_asyncio: ``True`` for ``redis.asyncio`` connection classes.
     """
     kwargs: dict[str, Any] = {
         "db": config.db,
@@ -179,18 +236,14 @@ def connection_kwargs(config: PoolConfig, *, asyncio: bool = False) -> dict[str,
     }
     if config.unix_socket_path is not None:
         kwargs["path"] = config.unix_socket_path
-        kwargs["connection_class"] = (
-            async_connection.UnixDomainSocketConnection
-            if asyncio
-            else sync_connection.UnixDomainSocketConnection
-        )
+        kwargs["connection_class"] = AsyncUnixConnection if use_asyncio else UnixConnection
         return kwargs
     kwargs.update(host=config.host, port=config.port, socket_keepalive=config.socket_keepalive)
     settings = config.tls
     if settings is None:
-        kwargs["connection_class"] = AsyncConnection if asyncio else Connection
+        kwargs["connection_class"] = AsyncConnection if use_asyncio else Connection
         return kwargs
-    kwargs["connection_class"] = AsyncSSLConnection if asyncio else SSLConnection
+    kwargs["connection_class"] = AsyncSSLConnection if use_asyncio else SSLConnection
     kwargs["ssl_context"] = config.ssl_context()
     kwargs["tls_settings"] = settings
     return kwargs

@@ -131,7 +131,7 @@ def _load_trust(context: ssl.SSLContext, settings: TLSSettings) -> None:
     if settings.ca_data is not None:
         try:
             context.load_verify_locations(cadata=settings.ca_data)
-        except ssl.SSLError:
+        except (ssl.SSLError, TypeError, ValueError):
             raise _config_error(
                 "ssl_ca_data",
                 "the text holds no PEM certificate; it must contain "
@@ -169,6 +169,8 @@ def _load_client_certificate(context: ssl.SSLContext, settings: TLSSettings) -> 
     password: str | Callable[[], str] = (
         settings.password if settings.password is not None else _refuse_prompt
     )
+    if settings.password is not None and len(settings.password.encode()) > 1024:
+        raise _config_error("ssl_password", "is longer than OpenSSL's limit of 1024 bytes.")
     try:
         context.load_cert_chain(settings.certfile, settings.keyfile, password=password)
     except _KeyNeedsPassword:
@@ -265,15 +267,14 @@ def _exception_chain(exc: BaseException) -> list[BaseException]:
     return chain
 
 
-_CLIENT_CERT_ALERTS = frozenset(
-    {
-        "TLSV13_ALERT_CERTIFICATE_REQUIRED",
-        "SSLV3_ALERT_HANDSHAKE_FAILURE",
-        "SSLV3_ALERT_BAD_CERTIFICATE",
-        "TLSV1_ALERT_UNKNOWN_CA",
-        "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
-    }
+_CERTIFICATE_REQUIRED = frozenset({"TLSV13_ALERT_CERTIFICATE_REQUIRED"})
+_CLIENT_CERT_REJECTED = frozenset(
+    {"SSLV3_ALERT_BAD_CERTIFICATE", "TLSV1_ALERT_UNKNOWN_CA", "SSLV3_ALERT_CERTIFICATE_UNKNOWN"}
 )
+_NO_COMMON_VERSION = frozenset(
+    {"TLSV1_ALERT_PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL", "NO_PROTOCOLS_AVAILABLE"}
+)
+_HANDSHAKE_REFUSED = frozenset({"SSLV3_ALERT_HANDSHAKE_FAILURE", "NO_SHARED_CIPHER"})
 _WRONG_PROTOCOL = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST"})
 
 
@@ -313,38 +314,80 @@ def explain_tls_failure(
     """
     where = f"{host}:{port}"
     for error in _exception_chain(exc):
-        if isinstance(error, ssl.SSLCertVerificationError):
-            message = _explain_verification(error, settings, where, host)
-            return TLSError(f"TLS connection to {where} failed: {message}")
-        if isinstance(error, ssl.SSLError) and error.reason in _WRONG_PROTOCOL:
+        message = _explain_one(error, settings, where, host)
+        if message is not None:
             return TLSError(
-                f"TLS connection to {where} failed: the server did not answer with TLS "
-                f"({error.reason}). It probably serves plaintext on this port: use a "
-                "redis:// URL, or the server's TLS port."
-            )
-        if isinstance(error, ssl.SSLError) and error.reason in _CLIENT_CERT_ALERTS:
-            return TLSError(_client_certificate_message(settings, where, error.reason))
-        if isinstance(error, ssl.SSLEOFError | ConnectionResetError | BrokenPipeError):
-            return TLSError(_client_certificate_message(settings, where, type(error).__name__))
-        if isinstance(error, TimeoutError | ConnectionAbortedError) and "handshake" in str(error):
-            return TLSError(
-                f"TLS handshake with {where} timed out: the server did not answer the TLS "
-                "hello. It probably serves plaintext on this port: use a redis:// URL, or "
-                "the server's TLS port.",
-                permanent=False,
+                f"TLS connection to {where} failed: {message}",
+                permanent=not isinstance(error, TimeoutError | ConnectionAbortedError),
             )
     return None
 
 
-def _client_certificate_message(settings: TLSSettings, where: str, reason: str) -> str:
+def _explain_one(error: BaseException, settings: TLSSettings, where: str, host: str) -> str | None:
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return _explain_verification(error, settings, where, host)
+    reason = getattr(error, "reason", None) if isinstance(error, ssl.SSLError) else None
+    if reason in _WRONG_PROTOCOL:
+        return (
+            f"the server did not answer with TLS ({reason}). It probably serves plaintext "
+            "on this port: use a redis:// URL, or the server's TLS port."
+        )
+    if reason in _CERTIFICATE_REQUIRED:
+        return (
+            "the server requires a client certificate (mutual TLS): set ssl_certfile and "
+            "ssl_keyfile."
+        )
+    if reason in _CLIENT_CERT_REJECTED and settings.certfile is not None:
+        return (
+            f"the server rejected the client certificate {settings.certfile!r} ({reason}). "
+            "Use a certificate signed by a CA the server trusts (its tls-ca-cert-file)."
+        )
+    if reason in _NO_COMMON_VERSION:
+        return (
+            f"client and server share no TLS version ({reason}); this client allows "
+            f"{_allowed_versions(settings)}. Lower ssl_min_version or upgrade the server."
+        )
+    if reason in _HANDSHAKE_REFUSED | _CLIENT_CERT_REJECTED:
+        return _refused_message(settings, reason or "")
+    if isinstance(error, ssl.SSLEOFError | ConnectionResetError | BrokenPipeError):
+        return _client_certificate_message(settings, type(error).__name__)
+    if isinstance(error, TimeoutError | ConnectionAbortedError) and "handshake" in str(error):
+        return (
+            "the TLS handshake did not complete within socket_connect_timeout: the server "
+            "is hung or overloaded, or it does not speak TLS on this port (then use a "
+            "redis:// URL, or the server's TLS port)."
+        )
+    return None
+
+
+def _allowed_versions(settings: TLSSettings) -> str:
+    if settings.min_version is None:
+        return "TLS 1.2 and newer"
+    return f"{settings.min_version.name} and newer (ssl_min_version)"
+
+
+def _refused_message(settings: TLSSettings, reason: str) -> str:
+    hint = (
+        "set ssl_certfile and ssl_keyfile if it requires a client certificate"
+        if settings.certfile is None
+        else f"check that it accepts the client certificate {settings.certfile!r}"
+    )
+    return (
+        f"the server refused the TLS handshake ({reason}): {hint}; otherwise client and "
+        "server share no cipher (ssl_ciphers) or TLS version (ssl_min_version)."
+    )
+
+
+def _client_certificate_message(settings: TLSSettings, reason: str) -> str:
     if settings.certfile is None:
         return (
-            f"TLS connection to {where} failed: the server ended the TLS session during "
-            f"the handshake ({reason}). It requires a client certificate (mutual TLS): set "
+            f"the server closed the TLS session during the connection handshake ({reason}). "
+            "A server that requires a client certificate (mutual TLS) does this: set "
             "ssl_certfile and ssl_keyfile."
         )
     return (
-        f"TLS connection to {where} failed: the server rejected the client certificate "
-        f"{settings.certfile!r} ({reason}). Use a certificate signed by a CA the server "
-        "trusts (its tls-ca-cert-file)."
+        f"the server closed the TLS session during the connection handshake ({reason}). "
+        f"A mutual-TLS server does this when it rejects the client certificate "
+        f"{settings.certfile!r}: use one signed by a CA the server trusts (its "
+        "tls-ca-cert-file)."
     )

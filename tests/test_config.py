@@ -23,6 +23,14 @@ def test_defaults_follow_the_connection_pooling_guide() -> None:
     assert config.health_check_interval == 30.0
     assert config.max_connections == default_max_connections() >= 10
     assert config.min_idle == 0
+    assert config.protocol is None  # redis-py's default: RESP3, RESP2-shaped replies
+
+
+def test_min_idle_above_the_machine_default_grows_the_pool_instead_of_failing() -> None:
+    wanted = default_max_connections() + 5
+    assert PoolConfig(min_idle=wanted).max_connections == wanted
+    with pytest.raises(ConfigError, match="min_idle"):
+        PoolConfig(min_idle=wanted, max_connections=wanted - 1)
 
 
 def test_the_guides_redis_py_keyword_arguments_are_accepted_with_their_meaning() -> None:
@@ -83,6 +91,15 @@ def test_unix_socket_url(tmp_path: Path) -> None:
             PoolConfig.from_url("redis://h?max_connections=20"),
         ),
         (PoolConfig(protocol=3), PoolConfig.from_url("redis://localhost?protocol=3")),
+        (PoolConfig(host="LOCALHOST"), PoolConfig.from_url("redis://LocalHost")),
+        (
+            PoolConfig.from_url("redis://LocalHost", host="LocalHost"),
+            PoolConfig.from_url("redis://localhost"),
+        ),
+        (
+            PoolConfig.from_url("unix:///tmp/./s", unix_socket_path="/tmp/s"),
+            PoolConfig(unix_socket_path="/tmp/s"),
+        ),
     ],
 )
 def test_configs_that_mean_the_same_compare_and_hash_equal(
@@ -241,7 +258,20 @@ BAD_INPUTS: list[tuple[str | None, dict[str, Any], str, tuple[str, ...]]] = [
     (None, {"protocol": 4}, "protocol", ("one of 2, 3",)),
     (None, {"retry_on_timeout": "yes"}, "retry_on_timeout", ("True or False",)),
     (None, {"client_name": "my app"}, "client_name", ("spaces",)),
-    (None, {"encoding": "klingon"}, "encoding", ("no codec",)),
+    (None, {"encoding": "klingon"}, "encoding", ("no text codec",)),
+    (None, {"encoding": "rot13"}, "encoding", ("no text codec",)),
+    (None, {"encoding": "utf-8\x00"}, "encoding", ("no text codec",)),
+    (None, {"port": 70000}, "port", ("<= 65535",)),
+    (None, {"socket_timeout": 10**400}, "socket_timeout", ("characters",)),
+    ("redis://h?socket_timeout=1" + "0" * 400, {}, "socket_timeout", ("number > 0",)),
+    (None, {"client_name": "caf\u00e9"}, "client_name", ("printable ASCII",)),
+    (None, {"host": "[127.0.0.1]"}, "host", ("bare host name",)),
+    (None, {"host": "redis://cache"}, "host", ("not a URL",)),
+    ("redis://h/\u00b2", {}, "url", ("must be a database number",)),
+    ("unix://user@somehost:1234/tmp/s", {}, "url", ("looks like a host name",)),
+    ("unix://:a@/tmp/s?password=b", {}, "url", ("password is given twice",)),
+    ("redis://h?ssl_ca_certs=none", {}, "ssl_ca_certs", ("rediss://",)),
+    ("rediss://h", {"ssl_password": "pw"}, "ssl_password", ("no client key",)),
     (None, {"encoding_errors": "shrug"}, "encoding_errors", ("error handler",)),
     (None, {"host": ""}, "host", ("a string",)),
     ("http://cache:6379/0", {}, "url", ("unknown scheme 'http://'", "rediss://")),
@@ -251,7 +281,7 @@ BAD_INPUTS: list[tuple[str | None, dict[str, Any], str, tuple[str, ...]]] = [
     ("redis://", {}, "url", ("no host",)),
     ("redis://:6379/0", {}, "url", ("no host",)),
     ("redis://h:0/0", {}, "url", ("port 0",)),
-    ("redis://h:port/0", {}, "url", ("Port could not be cast",)),
+    ("redis://h:port/0", {}, "url", ("port is not a number",)),
     ("redis://h:70000/0", {}, "url", ("out of range",)),
     ("redis://[::1/0", {}, "url", ("IPv6",)),
     ("redis://h/cache", {}, "url", ("'/cache' must be a database number",)),
@@ -367,6 +397,28 @@ def test_unusable_tls_files_are_reported_when_the_config_is_made(
     assert "wrong" not in str(caught.value).replace("wrong password", "")
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://user:hunter2@h:99999/0",
+        "redis://u:hunt#hunter2@h:6379/0",
+        "redis://u:x@hunter2@h:0/0",
+        "redis://u:pass/hunter2@h:6379/0",
+        "redis://u:pass?hunter2@h:6379/0",
+        "u:hunter2@h:6379",
+        "redis:/u:hunter2@h",
+        "unix:///tmp/s?password=hunter2&password=hunter2",
+        "unix:///tmp/s?password=hunter2#frag",
+        "redis://u:hunter2@[::1/0",
+    ],
+)
+def test_passwords_never_appear_in_url_error_messages(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        PoolConfig.from_url(url)
+    assert "hunter2" not in str(caught.value)
+    assert "***" in str(caught.value)
+
+
 def test_secrets_never_appear_in_error_messages() -> None:
     with pytest.raises(ConfigError) as caught:
         PoolConfig.from_url("redis://user:hunter2@h:99999/0")
@@ -401,3 +453,29 @@ def test_every_option_has_one_name_across_table_fields_typing_and_docs() -> None
     docs = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
     undocumented = [name for name in OPTION_SPECS if f"| `{name}` |" not in docs]
     assert undocumented == []
+
+
+@pytest.mark.parametrize(
+    ("options", "option", "fragment"),
+    [
+        ({"ssl_ca_data": "caf\u00e9 not ascii"}, "ssl_ca_data", "no PEM"),
+        (
+            {
+                "ssl_certfile": "{client_cert}",
+                "ssl_keyfile": "{encrypted_key}",
+                "ssl_password": "x" * 2000,
+            },
+            "ssl_password",
+            "1024 bytes",
+        ),
+    ],
+)
+def test_tls_inputs_that_openssl_rejects_are_config_errors(
+    cert_files: CertFiles, options: dict[str, str], option: str, fragment: str
+) -> None:
+    places = {"client_cert": cert_files.client_cert, "encrypted_key": cert_files.encrypted_key}
+    resolved = {name: value.format(**places) for name, value in options.items()}
+    with pytest.raises(ConfigError) as caught:
+        PoolConfig.from_url("rediss://h", **resolved)
+    assert caught.value.option == option
+    assert fragment in str(caught.value)

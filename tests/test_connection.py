@@ -26,7 +26,7 @@ def run_sync(config: PoolConfig, *command: Any) -> Any:
 
 def run_async(config: PoolConfig, *command: Any) -> Any:
     async def run() -> Any:
-        pool = redis.asyncio.ConnectionPool(**connection_kwargs(config, asyncio=True))
+        pool = redis.asyncio.ConnectionPool(**connection_kwargs(config, use_asyncio=True))
         client = redis.asyncio.Redis(connection_pool=pool)
         try:
             return await client.execute_command(*command)
@@ -58,9 +58,35 @@ def test_client_name_is_visible_on_the_server(ferrite_server: EmbeddedServer, ru
     assert run(config, "CLIENT", "GETNAME") == b"orders-api"
 
 
-def test_decode_responses_and_resp2(ferrite_server: EmbeddedServer, run: Any) -> None:
-    config = PoolConfig.from_url(ferrite_server.url, decode_responses=True, protocol=2)
+def test_decode_responses(ferrite_server: EmbeddedServer, run: Any) -> None:
+    config = PoolConfig.from_url(ferrite_server.url, decode_responses=True)
     assert run(config, "ECHO", "héllo") == "héllo"
+
+
+@pytest.mark.parametrize(("protocol", "resp"), [(None, "3"), (2, "2"), (3, "3")])
+def test_protocol_reaches_the_server(
+    ferrite_server: EmbeddedServer, run: Any, protocol: int | None, resp: str
+) -> None:
+    config = PoolConfig.from_url(ferrite_server.url, protocol=protocol, decode_responses=True)
+    info = run(config, "CLIENT", "INFO")
+    assert f"resp={resp}" in info.split()
+
+
+def test_default_reply_shapes_match_redis_py(ferrite_server: EmbeddedServer) -> None:
+    plain = redis.Redis(**ferrite_server.redis_kwargs())
+    ours = redis.Redis(
+        connection_pool=redis.ConnectionPool(
+            **connection_kwargs(PoolConfig.from_url(ferrite_server.url))
+        )
+    )
+    plain.zadd("shape", {"a": 1})
+    assert ours.zrange("shape", 0, -1, withscores=True) == plain.zrange(
+        "shape", 0, -1, withscores=True
+    )
+    plain.delete("shape")
+    plain.close()
+    ours.close()
+    ours.connection_pool.disconnect()
 
 
 def test_password_server_accepts_the_password_and_refuses_without(

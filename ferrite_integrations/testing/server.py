@@ -581,24 +581,39 @@ def _last_lines(text: str, lines: int) -> str:
 
 # -- servers still open at interpreter exit ----------------------------------------------
 
-_LIVE_LOCK = threading.Lock()
-_LIVE: dict[int, EmbeddedServer] = {}
+
+class _Live:
+    """Servers of this process still open; ``lock`` guards ``servers``."""
+
+    lock = threading.Lock()
+    servers: dict[int, EmbeddedServer] = {}  # noqa: RUF012  (process-wide registry)
 
 
 def _register(server: EmbeddedServer) -> None:
-    with _LIVE_LOCK:
-        _LIVE[id(server)] = server
+    with _Live.lock:
+        _Live.servers[id(server)] = server
 
 
 def _unregister(server: EmbeddedServer) -> None:
-    with _LIVE_LOCK:
-        _LIVE.pop(id(server), None)
+    with _Live.lock:
+        _Live.servers.pop(id(server), None)
+
+
+def _forget_all_in_child() -> None:
+    # A forked child (a gunicorn worker, a test that forks) does not own the parent's
+    # servers: at its exit it must neither stop them nor delete their directories.
+    _Live.lock = threading.Lock()
+    _Live.servers = {}
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_all_in_child)
 
 
 @atexit.register
 def _close_all_at_exit() -> None:
-    with _LIVE_LOCK:
-        servers = list(_LIVE.values())
+    with _Live.lock:
+        servers = list(_Live.servers.values())
     for server in servers:
         # Nothing can report an error this late; keep closing the others.
         with contextlib.suppress(Exception):

@@ -85,3 +85,35 @@ def _gone(pid: int) -> bool:
             return any(line.split()[1:2] == ["Z"] for line in status if line.startswith("State:"))
     except FileNotFoundError:
         return True
+
+
+FORKING_PARENT = """
+import os, sys
+import redis
+from ferrite_integrations.testing import EmbeddedServer
+
+server = EmbeddedServer(unix_socket=True).__enter__()
+child = os.fork()
+if child == 0:
+    sys.exit(0)  # a normal exit runs the inherited atexit hooks
+os.waitpid(child, 0)
+client = redis.Redis(unix_socket_path=server.unix_socket_path)
+assert client.ping()
+client.close()
+server.restart()
+assert redis.Redis(**server.redis_kwargs()).ping()
+server.close()
+print("parent server intact")
+"""
+
+
+def test_a_forked_child_leaves_the_parents_servers_alone() -> None:
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore::DeprecationWarning", "-c", FORKING_PARENT],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "parent server intact" in done.stdout

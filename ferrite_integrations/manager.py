@@ -1,0 +1,352 @@
+"""``PoolManager``: alias -> configuration, configuration -> one shared pool per process
+(and, for asyncio, per event loop).
+
+Locking: ``self._lock`` guards the three registries (aliases, sync pools, loop entries) and
+is never held during I/O. A forked child replaces it (its holder may not exist there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import sys
+import threading
+import weakref
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from typing import Any, Unpack
+
+import redis
+import redis.asyncio
+
+from ferrite_integrations.config import PoolConfig, PoolOptions
+from ferrite_integrations.errors import ConfigError, FerriteError
+from ferrite_integrations.pool import FerritePool
+from ferrite_integrations.pool_async import AsyncFerritePool
+
+__all__ = ["PoolManager", "default_client_name", "get_manager"]
+
+_LOOP_CLOSE_TIMEOUT = 5.0
+
+
+def default_client_name() -> str:
+    """The process's name as a valid ``CLIENT SETNAME`` value (e.g. ``gunicorn``, ``manage``),
+    used when a configuration has no ``client_name``."""
+    program = os.path.basename(sys.argv[0] if sys.argv and sys.argv[0] else "") or "python"
+    program = program.removesuffix(".py")
+    return re.sub(r"[^A-Za-z0-9._:-]", "_", program) or "python"
+
+
+@dataclass
+class _LoopEntry:
+    """The async pools and clients of one event loop."""
+
+    pools: dict[PoolConfig, AsyncFerritePool] = field(default_factory=dict)
+    clients: dict[PoolConfig, redis.asyncio.Redis] = field(default_factory=dict)
+    guard: AsyncGenerator[None, None] | None = None
+
+    async def aclose(self) -> None:
+        pools, self.pools, self.clients = list(self.pools.values()), {}, {}
+        for pool in pools:
+            await pool.disconnect()
+
+
+async def _close_with_loop(entry: _LoopEntry) -> AsyncGenerator[None, None]:
+    # An async generator started on a loop is finalised by loop.shutdown_asyncgens(), which
+    # asyncio.run(), asyncio.Runner, pytest-asyncio and asgiref run before closing the loop:
+    # the one moment the loop's pools can still be closed on it.
+    try:
+        yield
+    finally:
+        await entry.aclose()
+
+
+def _start(generator: AsyncGenerator[None, None]) -> None:
+    with contextlib.suppress(StopIteration):
+        generator.asend(None).send(None)
+
+
+class PoolManager:
+    """Shares one pool per configuration across every alias, framework and thread.
+
+    Args:
+        client_name: ``CLIENT SETNAME`` for connections whose configuration has none;
+            default: the process name (``default_client_name()``).
+    """
+
+    def __init__(self, *, client_name: str | None = None) -> None:
+        self.client_name = client_name or default_client_name()
+        self._lock = threading.RLock()
+        self._configs: dict[str, PoolConfig] = {}
+        self._pools: dict[PoolConfig, FerritePool] = {}
+        self._clients: dict[PoolConfig, redis.Redis] = {}
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopEntry] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._inherited: list[Any] = []
+        _managers.add(self)
+
+    # -- aliases --------------------------------------------------------------------------
+
+    def configure(
+        self,
+        alias: str,
+        url: str | None = None,
+        *,
+        replace: bool = False,
+        **options: Unpack[PoolOptions],
+    ) -> PoolConfig:
+        """Bind ``alias`` to a configuration (see ``PoolConfig.from_url``).
+
+        Configuring the same alias with an equal configuration again is a no-op; a
+        different configuration is a ``ConfigError`` unless ``replace=True`` (the old
+        pool stays with the other aliases that share it, or is closed with the manager).
+        """
+        if not isinstance(alias, str) or not alias:
+            raise ConfigError(f"A pool alias must be a non-empty string; got {alias!r}.")
+        config = PoolConfig.from_url(url, **options)
+        with self._lock:
+            existing = self._configs.get(alias)
+            if existing is not None and existing != config and not replace:
+                raise ConfigError(
+                    f"Pool alias {alias!r} is already configured as {existing!r}; the new "
+                    f"configuration {config!r} differs. Pass replace=True to rebind it, or "
+                    "use another alias.",
+                    option="alias",
+                )
+            self._configs[alias] = config
+        return config
+
+    def config(self, alias: str = "default") -> PoolConfig:
+        """The configuration bound to ``alias``.
+
+        Raises:
+            ConfigError: the alias was never configured.
+        """
+        with self._lock:
+            config = self._configs.get(alias)
+            known = sorted(self._configs)
+        if config is None:
+            raise ConfigError(
+                f"No pool alias {alias!r}. Configured aliases: {known or 'none'}. Call "
+                f"manager.configure({alias!r}, url, **options) first.",
+                option="alias",
+            )
+        return config
+
+    def aliases(self) -> list[str]:
+        """Every configured alias, sorted."""
+        with self._lock:
+            return sorted(self._configs)
+
+    def _aliases_of(self, config: PoolConfig) -> list[str]:
+        return sorted(alias for alias, bound in self._configs.items() if bound == config)
+
+    # -- sync -----------------------------------------------------------------------------
+
+    def pool(self, alias: str = "default") -> FerritePool:
+        """The shared sync pool of ``alias`` (created on first use; equal configurations
+        share one pool)."""
+        config = self.config(alias)
+        with self._lock:
+            pool = self._pools.get(config)
+            if pool is None:
+                pool = FerritePool(config, name=alias, client_name=self.client_name)
+                self._pools[config] = pool
+            return pool
+
+    def client(self, alias: str = "default") -> redis.Redis:
+        """A ``redis.Redis`` on the shared sync pool of ``alias`` (thread-safe, reused)."""
+        pool = self.pool(alias)
+        with self._lock:
+            client = self._clients.get(pool.config)
+            if client is None:
+                client = redis.Redis(connection_pool=pool)
+                self._clients[pool.config] = client
+            return client
+
+    def warm(self, alias: str | None = None) -> dict[str, int]:
+        """Open ``min_idle`` connections in each pool (one alias, or all). Returns the
+        number opened per pool name.
+
+        Raises:
+            redis.ConnectionError: the server could not be reached.
+        """
+        opened: dict[str, int] = {}
+        for config in self._selected(alias):
+            pool = self.pool(self._first_alias(config))
+            opened[pool.name] = pool.warm()
+        return opened
+
+    # -- async ----------------------------------------------------------------------------
+
+    def async_pool(self, alias: str = "default") -> AsyncFerritePool:
+        """The async pool of ``alias`` for the running event loop (one per loop: a pool is
+        never used from two loops)."""
+        config = self.config(alias)
+        loop = _running_loop("async_pool")
+        with self._lock:
+            entry = self._loop_entry(loop)
+            pool = entry.pools.get(config)
+            if pool is None:
+                pool = AsyncFerritePool(config, name=alias, client_name=self.client_name)
+                entry.pools[config] = pool
+            return pool
+
+    def async_client(self, alias: str = "default") -> redis.asyncio.Redis:
+        """A ``redis.asyncio.Redis`` on the running loop's pool of ``alias``."""
+        pool = self.async_pool(alias)
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            entry = self._loop_entry(loop)
+            client = entry.clients.get(pool.config)
+            if client is None:
+                client = redis.asyncio.Redis(connection_pool=pool)
+                entry.clients[pool.config] = client
+            return client
+
+    async def awarm(self, alias: str | None = None) -> dict[str, int]:
+        """The async twin of ``warm`` for the running loop's pools."""
+        opened: dict[str, int] = {}
+        for config in self._selected(alias):
+            pool = self.async_pool(self._first_alias(config))
+            opened[pool.name] = await pool.warm()
+        return opened
+
+    def _loop_entry(self, loop: asyncio.AbstractEventLoop) -> _LoopEntry:
+        entry = self._loops.get(loop)
+        if entry is None:
+            self._forget_closed_loops()
+            entry = _LoopEntry()
+            entry.guard = _close_with_loop(entry)
+            _start(entry.guard)
+            self._loops[loop] = entry
+        return entry
+
+    def _forget_closed_loops(self) -> None:
+        for loop in [loop for loop in self._loops if loop.is_closed()]:
+            self._inherited.append(self._loops.pop(loop))
+
+    # -- reporting ------------------------------------------------------------------------
+
+    def stats(self, alias: str | None = None) -> dict[str, Any]:
+        """Plain-dict stats: for one alias ``{"alias", "url", "shared_with", "sync",
+        "async"}``; without an alias, that dict for every alias."""
+        if alias is None:
+            return {name: self.stats(name) for name in self.aliases()}
+        config = self.config(alias)
+        with self._lock:
+            pool = self._pools.get(config)
+            async_pools = [
+                entry.pools[config]
+                for loop, entry in self._loops.items()
+                if config in entry.pools and not loop.is_closed()
+            ]
+            shared_with = [name for name in self._aliases_of(config) if name != alias]
+        return {
+            "alias": alias,
+            "url": config.redacted_url,
+            "shared_with": shared_with,
+            "sync": pool.stats() if pool is not None else None,
+            "async": [async_pool.stats() for async_pool in async_pools],
+        }
+
+    # -- closing --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every pool: sync pools here, async pools on their loops (waiting up to
+        5 s each; from inside a running loop use ``aclose``). Aliases stay configured and
+        pools are made again on next use. Idempotent."""
+        with self._lock:
+            pools, self._pools, self._clients = list(self._pools.values()), {}, {}
+            loops = list(self._loops.items())
+            self._loops = weakref.WeakKeyDictionary()
+        for pool in pools:
+            pool.disconnect()
+        for loop, entry in loops:
+            _close_on_loop(loop, entry)
+
+    async def aclose(self) -> None:
+        """Close the running loop's async pools (awaited) and everything ``close`` closes."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            entry = self._loops.pop(loop, None)
+        if entry is not None:
+            await entry.aclose()
+        self.close()
+
+    def _selected(self, alias: str | None) -> list[PoolConfig]:
+        if alias is not None:
+            return [self.config(alias)]
+        with self._lock:
+            return list(dict.fromkeys(self._configs.values()))
+
+    def _first_alias(self, config: PoolConfig) -> str:
+        with self._lock:
+            return self._aliases_of(config)[0]
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's pools (sync ones reset themselves on first use) and the parent's
+        # event loops do not exist for the child: keep their objects alive, untouched.
+        self._lock = threading.RLock()
+        self._inherited.extend(self._loops.values())
+        self._loops = weakref.WeakKeyDictionary()
+
+    def __repr__(self) -> str:
+        return f"<PoolManager aliases={self.aliases()} pools={len(self._pools)}>"
+
+
+def _running_loop(method: str) -> asyncio.AbstractEventLoop:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        raise FerriteError(
+            f"PoolManager.{method}() must be called from a running event loop (inside an "
+            "async function); use pool()/client() from sync code."
+        ) from None
+
+
+def _close_on_loop(loop: asyncio.AbstractEventLoop, entry: _LoopEntry) -> None:
+    if loop.is_closed() or not entry.pools:
+        return
+    if loop.is_running():
+        try:
+            running_here = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            running_here = False
+        if running_here:
+            loop.create_task(entry.aclose())
+            return
+        future = asyncio.run_coroutine_threadsafe(entry.aclose(), loop)
+        future.result(timeout=_LOOP_CLOSE_TIMEOUT)
+        return
+    loop.run_until_complete(entry.aclose())
+
+
+_managers: weakref.WeakSet[PoolManager] = weakref.WeakSet()
+
+
+class _Default:
+    manager: PoolManager | None = None
+    lock = threading.Lock()
+
+
+def get_manager() -> PoolManager:
+    """The process-wide manager every adapter uses."""
+    if _Default.manager is None:
+        with _Default.lock:
+            if _Default.manager is None:
+                _Default.manager = PoolManager()
+    return _Default.manager
+
+
+def _reset_after_fork() -> None:
+    _Default.lock = threading.Lock()
+    for manager in list(_managers):
+        manager._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)

@@ -1,0 +1,267 @@
+"""The sync pool: a ``redis.ConnectionPool`` with fair blocking checkout, pre-warming,
+idle and lifetime limits, checks on borrow, leak detection and stats.
+
+Because it subclasses ``redis.ConnectionPool``, ``redis.Redis(connection_pool=pool)``,
+pipelines, pub/sub, locks and scripts work unchanged.
+
+Locking: ``self._lock`` guards the bookkeeping (``self._state``) only; connecting, PINGs
+and closing sockets always happen outside it, so a slow server never blocks the pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from time import monotonic
+from typing import Any
+
+import redis
+import redis.exceptions
+
+from ferrite_integrations._pool_state import (
+    PoolState,
+    Waiter,
+    borrow_stack,
+    report_leak,
+    timeout_message,
+)
+from ferrite_integrations.config import PoolConfig
+from ferrite_integrations.connection import connection_kwargs
+from ferrite_integrations.errors import PoolTimeoutError
+
+__all__ = ["FerritePool"]
+
+logger = logging.getLogger("ferrite_integrations.pool")
+
+_CHECK_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+class _ThreadWaiter(Waiter):
+    __slots__ = ("gate",)
+
+    def __init__(self) -> None:
+        gate = threading.Lock()
+        gate.acquire()
+        super().__init__(gate.release)
+        self.gate = gate
+
+
+class FerritePool(redis.ConnectionPool):
+    """A fair, self-maintaining connection pool for one configuration.
+
+    Args:
+        config: the validated configuration.
+        name: the pool's name in messages, logs, ``repr`` and stats (the manager uses the
+            first alias that asked for it).
+        client_name: ``CLIENT SETNAME`` for its connections when the configuration has no
+            ``client_name``.
+    """
+
+    def __init__(
+        self, config: PoolConfig, *, name: str = "default", client_name: str | None = None
+    ) -> None:
+        self.config = config
+        self.name = name
+        kwargs = connection_kwargs(config)
+        if kwargs["client_name"] is None:
+            kwargs["client_name"] = client_name
+        super().__init__(max_connections=config.max_connections, **kwargs)
+
+    # -- redis-py's pool interface ------------------------------------------------------
+
+    def reset(self) -> None:
+        # Runs from __init__ and, through _checkpid(), in a forked child. The child must not
+        # wait on the parent's lock (its holder may not exist here) nor touch the parent's
+        # sockets: replace the lock first, then drop the connections without closing them.
+        self._lock = threading.RLock()
+        previous: PoolState | None = getattr(self, "_state", None)
+        self._created_connections = 0
+        self._available_connections = []
+        self._in_use_connections = set()
+        state = PoolState(
+            self.config, self._available_connections, self._in_use_connections, self._new
+        )
+        if previous is not None:
+            state.closed.update(previous.closed)
+            state.closed["fork"] += previous.total
+        self._state = state
+        self.pid = os.getpid()  # last: other threads watch pid to notice the reset
+
+    def _new(self) -> Any:
+        return self.connection_class(**self.connection_kwargs)
+
+    def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
+        """A connected, checked connection; waits up to ``acquire_timeout`` when all
+        ``max_connections`` are in use, and is served before anyone who asks later."""
+        self._checkpid()
+        started = monotonic()
+        retired: list[Any] = []
+        waiter = None
+        with self._lock:
+            connection = self._state.take(started, retired)
+            if connection is None:
+                waiter = _ThreadWaiter()
+                self._state.enqueue(waiter)
+                overdue = self._state.overdue(started)
+            else:
+                self._state.waits.add(monotonic() - started)
+        self._close(retired)
+        if waiter is not None:
+            self._report_leaks(overdue, started)
+            connection = self._wait(waiter, started)
+        self._make_ready(connection)
+        if self.config.leak_detection_threshold is not None:
+            connection.ferrite_lease.borrow_stack = borrow_stack()
+        return connection
+
+    def release(self, connection: Any) -> None:
+        """Give a connection back: to the longest waiter, else to the idle stack."""
+        self._checkpid()
+        retired: list[Any] = []
+        with self._lock:
+            waiter = self._state.give_back(connection, monotonic(), broken=False, retired=retired)
+            if waiter is not None:
+                waiter.on_grant()
+        self._close(retired)
+
+    def make_connection(self) -> Any:
+        """A new connection object outside the pool's accounting (redis-py's hook)."""
+        return self._new()
+
+    def disconnect(self, inuse_connections: bool = True) -> None:
+        """Close idle connections (and, by default, those in use: their next command
+        reconnects). Safe to call more than once."""
+        self._checkpid()
+        with self._lock:
+            idle = list(self._available_connections)
+            self._available_connections.clear()
+            self._state.closed["closed"] += len(idle)
+            in_use = list(self._in_use_connections) if inuse_connections else []
+        self._close(idle + in_use)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def warm(self) -> int:
+        """Open connections until ``min_idle`` are idle. Returns how many were opened.
+
+        Raises:
+            redis.ConnectionError: the first connect error, after trying every one.
+        """
+        self._checkpid()
+        with self._lock:
+            fresh = self._state.reserve_for_warming(monotonic())
+        opened, first_error = 0, None
+        for connection in fresh:
+            try:
+                connection.connect()
+                connection.ferrite_lease.fresh = False
+                opened += 1
+                ok = True
+            except Exception as error:  # reported below, after the others were tried
+                first_error = first_error or error
+                ok = False
+            with self._lock:
+                waiter = self._state.add_warmed(connection, monotonic(), ok=ok)
+                if waiter is not None:
+                    waiter.on_grant()
+        if first_error is not None:
+            raise first_error
+        return opened
+
+    def maintain(self) -> None:
+        """Retire expired and surplus idle connections, report leaks, top up ``min_idle``.
+
+        The background monitor calls this periodically; it is safe to call at any time.
+        """
+        self._checkpid()
+        retired: list[Any] = []
+        now = monotonic()
+        with self._lock:
+            self._state.sweep(now, retired)
+            overdue = self._state.overdue(now)
+        self._close(retired)
+        self._report_leaks(overdue, now)
+        try:
+            self.warm()
+        except _CHECK_ERRORS as error:
+            logger.warning("Pool %r could not open idle connections: %s", self.name, error)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts and timings as plain values (see docs/pooling.md)."""
+        with self._lock:
+            report = self._state.stats()
+        return {"name": self.name, "address": self.config.address, **report}
+
+    def __repr__(self) -> str:
+        in_use, idle, waiting, maximum = self._state.counts()
+        return (
+            f"<{type(self).__name__} {self.name!r} {self.config.redacted_url} "
+            f"in use {in_use} / idle {idle} / waiting {waiting} / max {maximum}>"
+        )
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _wait(self, waiter: _ThreadWaiter, started: float) -> Any:
+        timeout = self.config.acquire_timeout
+        granted = waiter.gate.acquire(timeout=timeout) if timeout > 0 else False
+        with self._lock:
+            now = monotonic()
+            if not granted:
+                # The message counts this caller among the waiters: it describes the pool
+                # as the caller saw it when giving up.
+                message = timeout_message(self.name, now - started, self._state, now)
+                if self._state.withdraw(waiter) is None:
+                    self._state.timeouts += 1
+                    raise PoolTimeoutError(message)
+            self._state.waits.add(now - started)
+        return waiter.connection
+
+    def _make_ready(self, connection: Any) -> None:
+        """Connect a fresh connection, or check a reused one and replace it transparently
+        if it died while idle. On failure the slot goes back and the error propagates."""
+        lease = connection.ferrite_lease
+        try:
+            if lease.fresh:
+                connection.connect()
+                lease.fresh = False
+            elif not self._usable(connection, lease.last_used):
+                with self._lock:
+                    self._state.closed["broken"] += 1
+                    self._state.created += 1
+                connection.disconnect()
+                connection.connect()
+        except BaseException:
+            connection.disconnect()
+            with self._lock:
+                waiter = self._state.forget_failed(connection, monotonic())
+                if waiter is not None:
+                    waiter.on_grant()
+            raise
+
+    def _usable(self, connection: Any, last_used: float) -> bool:
+        if not connection.looks_clean():
+            return False
+        interval = self.config.health_check_interval
+        if not interval or monotonic() - last_used < interval:
+            return True
+        try:
+            connection.send_command("PING", check_health=False)
+            return bool(connection.read_response())
+        except _CHECK_ERRORS:
+            with self._lock:
+                self._state.health_check_failures += 1
+            return False
+
+    def _close(self, connections: list[Any]) -> None:
+        for connection in connections:
+            try:
+                connection.disconnect()
+            except Exception as error:  # closing a dead socket must not fail the caller
+                logger.debug("Pool %r: error while closing a connection: %s", self.name, error)
+
+    def _report_leaks(self, overdue: list[Any], now: float) -> None:
+        threshold = self.config.leak_detection_threshold
+        if threshold is not None:
+            for connection in overdue:
+                report_leak(self.name, connection, now, threshold)

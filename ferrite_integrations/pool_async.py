@@ -1,0 +1,231 @@
+"""The async pool: the ``redis.asyncio.ConnectionPool`` twin of ``FerritePool``.
+
+Same decisions (they live in ``_pool_state``), same behaviour, asyncio waiting. One pool
+belongs to one event loop (the manager keeps one per loop); every method runs on that
+loop's thread, so the bookkeeping needs no lock: no ``await`` happens between reading and
+updating it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from time import monotonic
+from typing import Any
+
+import redis.asyncio
+import redis.exceptions
+
+from ferrite_integrations._pool_state import (
+    PoolState,
+    Waiter,
+    borrow_stack,
+    report_leak,
+    timeout_message,
+)
+from ferrite_integrations.config import PoolConfig
+from ferrite_integrations.connection import connection_kwargs
+from ferrite_integrations.errors import PoolTimeoutError
+
+__all__ = ["AsyncFerritePool"]
+
+logger = logging.getLogger("ferrite_integrations.pool")
+
+_CHECK_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+class _FutureWaiter(Waiter):
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future[None]) -> None:
+        super().__init__(self._wake)
+        self.future = future
+
+    def _wake(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
+
+
+class AsyncFerritePool(redis.asyncio.ConnectionPool):
+    """The asyncio twin of ``FerritePool`` (same arguments, same behaviour)."""
+
+    def __init__(
+        self, config: PoolConfig, *, name: str = "default", client_name: str | None = None
+    ) -> None:
+        self.config = config
+        self.name = name
+        kwargs = connection_kwargs(config, use_asyncio=True)
+        if kwargs["client_name"] is None:
+            kwargs["client_name"] = client_name
+        super().__init__(max_connections=config.max_connections, **kwargs)
+        self._state = PoolState(
+            config, self._available_connections, self._in_use_connections, self._new
+        )
+
+    def _new(self) -> Any:
+        return self.connection_class(**self.connection_kwargs)
+
+    # -- redis-py's pool interface ------------------------------------------------------
+
+    async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
+        """A connected, checked connection; waits up to ``acquire_timeout`` when all
+        ``max_connections`` are in use, and is served before anyone who asks later."""
+        started = monotonic()
+        retired: list[Any] = []
+        connection = self._state.take(started, retired)
+        if connection is None:
+            waiter = _FutureWaiter(asyncio.get_running_loop().create_future())
+            self._state.enqueue(waiter)
+            self._report_leaks(self._state.overdue(started), started)
+            connection = await self._wait(waiter, started)
+        else:
+            self._state.waits.add(monotonic() - started)
+        await self._close(retired)
+        await self._make_ready(connection)
+        if self.config.leak_detection_threshold is not None:
+            connection.ferrite_lease.borrow_stack = borrow_stack()
+        return connection
+
+    async def release(self, connection: Any) -> None:
+        """Give a connection back: to the longest waiter, else to the idle stack."""
+        retired: list[Any] = []
+        self._give_back(connection, retired)
+        await self._close(retired)
+
+    def make_connection(self) -> Any:
+        """A new connection object outside the pool's accounting (redis-py's hook)."""
+        return self._new()
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        """Close idle connections (and, by default, those in use: their next command
+        reconnects). Safe to call more than once."""
+        idle = list(self._available_connections)
+        self._available_connections.clear()
+        self._state.closed["closed"] += len(idle)
+        in_use = list(self._in_use_connections) if inuse_connections else []
+        await self._close(idle + in_use)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def warm(self) -> int:
+        """Open connections until ``min_idle`` are idle. Returns how many were opened.
+
+        Raises:
+            redis.ConnectionError: the first connect error, after trying every one.
+        """
+        fresh = self._state.reserve_for_warming(monotonic())
+        results = await asyncio.gather(
+            *(connection.connect() for connection in fresh), return_exceptions=True
+        )
+        first_error = None
+        for connection, result in zip(fresh, results, strict=True):
+            ok = not isinstance(result, BaseException)
+            if ok:
+                connection.ferrite_lease.fresh = False
+            else:
+                first_error = first_error or result
+            waiter = self._state.add_warmed(connection, monotonic(), ok=ok)
+            if waiter is not None:
+                waiter.on_grant()
+        if first_error is not None:
+            raise first_error
+        return sum(1 for result in results if not isinstance(result, BaseException))
+
+    async def maintain(self) -> None:
+        """Retire expired and surplus idle connections, report leaks, top up ``min_idle``."""
+        retired: list[Any] = []
+        now = monotonic()
+        self._state.sweep(now, retired)
+        self._report_leaks(self._state.overdue(now), now)
+        await self._close(retired)
+        try:
+            await self.warm()
+        except _CHECK_ERRORS as error:
+            logger.warning("Pool %r could not open idle connections: %s", self.name, error)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts and timings as plain values (see docs/pooling.md)."""
+        return {"name": self.name, "address": self.config.address, **self._state.stats()}
+
+    def __repr__(self) -> str:
+        in_use, idle, waiting, maximum = self._state.counts()
+        return (
+            f"<{type(self).__name__} {self.name!r} {self.config.redacted_url} "
+            f"in use {in_use} / idle {idle} / waiting {waiting} / max {maximum}>"
+        )
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _give_back(self, connection: Any, retired: list[Any]) -> None:
+        waiter = self._state.give_back(connection, monotonic(), broken=False, retired=retired)
+        if waiter is not None:
+            waiter.on_grant()
+
+    async def _wait(self, waiter: _FutureWaiter, started: float) -> Any:
+        try:
+            async with asyncio.timeout(self.config.acquire_timeout):
+                await waiter.future
+        except BaseException as error:
+            now = monotonic()
+            message = timeout_message(self.name, now - started, self._state, now)
+            granted = self._state.withdraw(waiter)
+            if granted is not None and isinstance(error, TimeoutError):
+                pass  # granted in the same instant the timeout fired: use it
+            elif granted is not None:  # cancelled after being granted: pass it on
+                retired: list[Any] = []
+                self._give_back(granted, retired)
+                await self._close(retired)
+                raise
+            elif isinstance(error, TimeoutError):
+                self._state.timeouts += 1
+                raise PoolTimeoutError(message) from None
+            else:
+                raise
+        self._state.waits.add(monotonic() - started)
+        return waiter.connection
+
+    async def _make_ready(self, connection: Any) -> None:
+        """Connect a fresh connection, or check a reused one and replace it transparently
+        if it died while idle. On failure the slot goes back and the error propagates."""
+        lease = connection.ferrite_lease
+        try:
+            if lease.fresh:
+                await connection.connect()
+                lease.fresh = False
+            elif not await self._usable(connection, lease.last_used):
+                self._state.closed["broken"] += 1
+                self._state.created += 1
+                await connection.disconnect(nowait=True)
+                await connection.connect()
+        except BaseException:
+            await connection.disconnect(nowait=True)
+            waiter = self._state.forget_failed(connection, monotonic())
+            if waiter is not None:
+                waiter.on_grant()
+            raise
+
+    async def _usable(self, connection: Any, last_used: float) -> bool:
+        if not await connection.looks_clean():
+            return False
+        interval = self.config.health_check_interval
+        if not interval or monotonic() - last_used < interval:
+            return True
+        try:
+            await connection.send_command("PING", check_health=False)
+            return bool(await connection.read_response())
+        except _CHECK_ERRORS:
+            self._state.health_check_failures += 1
+            return False
+
+    async def _close(self, connections: list[Any]) -> None:
+        for connection in connections:
+            try:
+                await connection.disconnect()
+            except Exception as error:  # closing a dead socket must not fail the caller
+                logger.debug("Pool %r: error while closing a connection: %s", self.name, error)
+
+    def _report_leaks(self, overdue: list[Any], now: float) -> None:
+        threshold = self.config.leak_detection_threshold
+        if threshold is not None:
+            for connection in overdue:
+                report_leak(self.name, connection, now, threshold)
