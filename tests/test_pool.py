@@ -345,3 +345,25 @@ def test_password_never_appears_in_repr_or_stats(
     assert "hunter2-secret" not in repr(driver.pool())
     assert "hunter2-secret" not in repr(manager.stats())
     assert "hunter2-secret" not in repr(manager)
+
+
+def test_a_hung_server_fails_the_validation_ping_and_says_so(
+    server: EmbeddedServer, manager: PoolManager, driver: Driver
+) -> None:
+    manager.configure(
+        "default",
+        server.url,
+        health_check_interval=0.05,
+        socket_timeout=0.2,
+        socket_connect_timeout=0.2,
+    )
+    driver.command("default", "PING")
+    time.sleep(0.08)
+    server.pause()
+    try:
+        with pytest.raises(redis.RedisError):
+            driver.command("default", "PING")
+    finally:
+        server.resume()
+    assert driver.stats()["health_check_failures"] == 1
+    assert driver.command("default", "PING") is True

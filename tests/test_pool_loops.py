@@ -1,0 +1,70 @@
+"""Async pools under the event-loop owners users actually have: pytest-asyncio (a loop per
+test), asgiref's async_to_sync (Django), and a loop running in another thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from asgiref.sync import async_to_sync
+
+from ferrite_integrations import PoolManager
+from ferrite_integrations.testing import EmbeddedServer
+
+NAME = "loops-test"
+
+
+@pytest.fixture(scope="module")
+def shared_manager(ferrite_server: EmbeddedServer) -> Iterator[PoolManager]:
+    manager = PoolManager(client_name=NAME)
+    manager.configure("default", ferrite_server.url)
+    yield manager
+    manager.close()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("round_number", range(3))
+async def test_each_pytest_asyncio_loop_gets_a_working_pool(
+    shared_manager: PoolManager, round_number: int
+) -> None:
+    client = shared_manager.async_client()
+    await client.set("round", round_number)
+    assert await client.get("round") == str(round_number).encode()
+    assert len(shared_manager.stats("default")["async"]) == 1
+
+
+def test_async_to_sync_calls_reuse_nothing_from_finished_loops(
+    shared_manager: PoolManager, ferrite_server: EmbeddedServer
+) -> None:
+    async def bump() -> int:
+        return int(await shared_manager.async_client().incr("bumps"))
+
+    first = async_to_sync(bump)()
+    second = async_to_sync(bump)()
+    assert second == first + 1
+
+
+def test_close_from_another_thread_closes_a_running_loops_pools(
+    ferrite_server: EmbeddedServer,
+) -> None:
+    manager = PoolManager(client_name=NAME + "-threaded")
+    manager.configure("default", ferrite_server.url, min_idle=2)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(manager.awarm(), loop).result(timeout=10)
+        assert ferrite_server.connected_clients(NAME + "-threaded") == 2
+        manager.close()
+        deadline = time.monotonic() + 5
+        while ferrite_server.connected_clients(NAME + "-threaded") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ferrite_server.connected_clients(NAME + "-threaded") == 0
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
