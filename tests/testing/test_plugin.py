@@ -42,10 +42,13 @@ def test_tls(ferrite_tls_server):
         assert client.ping()
 """
 
+# A user's project: strict about warnings, with only the plugins it asks for (pytest-asyncio,
+# installed here for the project's own tests, is not one of them).
 INI = """
 [pytest]
 filterwarnings = error
 timeout = 60
+addopts = -p no:asyncio
 {extra}
 """
 
