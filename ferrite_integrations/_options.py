@@ -21,7 +21,7 @@ from ferrite_integrations.errors import ConfigError
 from ferrite_integrations.tls import CERT_REQS_CHOICES, parse_tls_version
 
 Kind = Literal["int", "float", "bool", "str", "path", "choice", "tls_version"]
-Group = Literal["location", "connection", "pool", "tls"]
+Group = Literal["location", "connection", "pool", "resilience", "tls"]
 
 REDACTED = "***"
 
@@ -153,6 +153,37 @@ OPTION_SPECS: dict[str, OptionSpec] = {
             positive=True,
             nullable=True,
             none_means="turn it off",
+        ),
+        _spec(
+            "retries",
+            "int",
+            "resilience",
+            "retries of a request that failed at the connection level",
+            minimum=0,
+        ),
+        _spec(
+            "breaker_threshold",
+            "int",
+            "resilience",
+            "consecutive connection failures that open the circuit breaker",
+            minimum=1,
+        ),
+        _spec(
+            "breaker_reset_timeout",
+            "float",
+            "resilience",
+            "seconds the breaker stays open before a probe",
+            minimum=0,
+            positive=True,
+        ),
+        _spec("monitor", "bool", "resilience", "run the background health monitor"),
+        _spec(
+            "health_timeout",
+            "float",
+            "resilience",
+            "seconds a health check waits for PONG",
+            minimum=0,
+            positive=True,
         ),
         _spec(
             "ssl_ca_certs",

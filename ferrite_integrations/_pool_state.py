@@ -119,7 +119,12 @@ class PoolState:
         self.timeouts = 0
         self.health_check_failures = 0
         self.leaks_reported = 0
+        self.warming = 0
         self.waits = WaitSamples()
+        self.last_ping_latency: float | None = None
+        self.last_ping_error: str | None = None
+        self.pings = 0
+        self.ping_failures = 0
 
     # -- sizes ----------------------------------------------------------------------
 
@@ -153,13 +158,27 @@ class PoolState:
             return self._lend(self._new_connection(now), now)
         return None
 
+    def take_idle(self, now: float) -> Any:
+        """An idle connection if one is free and nobody waits, else ``None`` (for health
+        pings, which must never take a connection a caller is waiting for)."""
+        if self.waiters or not self.idle:
+            return None
+        return self._lend(self.idle.pop(), now)
+
+    def record_ping(self, latency: float | None, error: BaseException | None) -> None:
+        self.last_ping_latency = latency
+        self.last_ping_error = None if error is None else (str(error) or type(error).__name__)
+        self.pings += 1
+        if error is not None:
+            self.ping_failures += 1
+
     def enqueue(self, waiter: Waiter) -> None:
         self.waiters.append(waiter)
 
     def withdraw(self, waiter: Waiter) -> Any:
         """A waiter gives up (timeout, cancellation). Returns a connection it was granted
         in the meantime, which the caller must use or give back, else ``None``."""
-        if waiter.connection is None:
+        if waiter.connection is None and waiter in self.waiters:
             self.waiters.remove(waiter)
         return waiter.connection
 
@@ -249,13 +268,16 @@ class PoolState:
         """New connection objects to bring the idle count up to ``min_idle`` (bounded by
         ``max_connections``); they count as in use until ``add_warmed`` is called."""
         wanted = min(
-            self.config.min_idle - len(self.idle),
+            self.config.min_idle - len(self.idle) - self.warming,
             self.config.max_connections - self.total,
         )
-        return [self._lend(self._new_connection(now), now) for _ in range(max(0, wanted))]
+        fresh = [self._lend(self._new_connection(now), now) for _ in range(max(0, wanted))]
+        self.warming += len(fresh)
+        return fresh
 
     def add_warmed(self, connection: Any, now: float, *, ok: bool) -> Waiter | None:
         """A connection opened by ``warm`` joins the idle stack (or a waiter)."""
+        self.warming -= 1
         if not ok:
             return self.forget_failed(connection, now)
         return self.give_back(connection, now, broken=False, retired=[])
@@ -303,6 +325,11 @@ class PoolState:
             "timeouts": self.timeouts,
             "health_check_failures": self.health_check_failures,
             "leaks_reported": self.leaks_reported,
+            "pings": self.pings,
+            "ping_failures": self.ping_failures,
+            "last_ping_ms": (
+                None if self.last_ping_latency is None else self.last_ping_latency * 1000
+            ),
         }
 
 

@@ -65,6 +65,11 @@ class PoolOptions(TypedDict, total=False):
     idle_timeout: float | None
     max_lifetime: float | None
     leak_detection_threshold: float | None
+    retries: int
+    breaker_threshold: int
+    breaker_reset_timeout: float
+    monitor: bool
+    health_timeout: float
     ssl_ca_certs: str | os.PathLike[str] | None
     ssl_ca_path: str | os.PathLike[str] | None
     ssl_ca_data: str | None
@@ -115,6 +120,11 @@ class PoolConfig:
     idle_timeout: float | None = 300.0
     max_lifetime: float | None = 1800.0
     leak_detection_threshold: float | None = None
+    retries: int = 2
+    breaker_threshold: int = 5
+    breaker_reset_timeout: float = 2.0
+    monitor: bool = True
+    health_timeout: float = 1.0
     ssl_ca_certs: str | None = None
     ssl_ca_path: str | None = None
     ssl_ca_data: str | None = None

@@ -22,8 +22,10 @@ import redis.asyncio.connection as async_connection
 import redis.connection as sync_connection
 import redis.exceptions
 
+from ferrite_integrations.breaker import CircuitBreaker
 from ferrite_integrations.config import PoolConfig
 from ferrite_integrations.errors import TLSError
+from ferrite_integrations.retry import command_name
 from ferrite_integrations.tls import TLSSettings, explain_tls_failure
 
 __all__ = [
@@ -50,9 +52,9 @@ def _explain_plaintext_failure(exc: BaseException, host: str, port: int) -> TLSE
         ):
             return TLSError(
                 f"The server at {host}:{port} closed the connection during the connection "
-                "handshake, before answering the first command. If it serves TLS on this "
-                "port, use a rediss:// URL (a plaintext connection is never upgraded "
-                "silently).",
+                "handshake, before answering the first command: it may be shutting down, a "
+                "proxy in front of it may have lost it, or it serves TLS on this port (then "
+                "use a rediss:// URL; a plaintext connection is never upgraded silently).",
                 permanent=False,
             )
         current = current.__cause__ or current.__context__
@@ -80,23 +82,71 @@ def _readable_now(sock: Any) -> bool:
 
 
 class _ExplainingConnection(sync_connection.AbstractConnection):
-    """Turns a failed connect that is really a TLS mistake into a ``TLSError``, and tells
-    the pool whether an idle connection is still usable."""
+    """What every sync connection adds to redis-py's: failed connects that are TLS mistakes
+    become a ``TLSError``; the circuit breaker hears of every connection-level success and
+    failure; the retry policy can ask whether the last request was sent and what it held;
+    the pool can ask whether an idle connection is still usable."""
 
     host: str
     port: int
     tls_settings: TLSSettings | None = None
     explains_failures = True
+    ferrite_breaker: CircuitBreaker | None = None
+    ferrite_sent = False
+    ferrite_commands: tuple[str, ...] = ()
+    ferrite_connecting = False  # the handshake's own reads and writes count with the connect
 
     def connect_check_health(
         self, check_health: bool = True, retry_socket_connect: bool = True
     ) -> None:
+        breaker = self.ferrite_breaker
+        if breaker is not None and breaker.state == "open":
+            breaker.admit()
+        self.ferrite_sent = False
+        self.ferrite_connecting = True
         try:
             super().connect_check_health(check_health, retry_socket_connect)
         except _CONNECT_ERRORS as exc:
+            if breaker is not None:
+                breaker.failed(exc)
             if not self.explains_failures:
                 raise
             _raise_explained(exc, self.host, self.port, self.tls_settings)
+        finally:
+            self.ferrite_connecting = False
+        if breaker is not None:
+            breaker.succeeded()
+
+    def send_command(self, *args: Any, **kwargs: Any) -> None:
+        self.ferrite_commands = (command_name(args),)
+        super().send_command(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+    def pack_commands(self, commands: Any) -> Any:
+        commands = list(commands)
+        self.ferrite_commands = tuple(command_name(args) for args in commands)
+        return super().pack_commands(commands)  # type: ignore[no-untyped-call]
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        was_connected = self._sock is not None
+        self.ferrite_sent = False
+        try:
+            super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+        except _CONNECT_ERRORS as exc:
+            if was_connected and self.ferrite_breaker and not self.ferrite_connecting:
+                self.ferrite_breaker.failed(exc)
+            raise
+        self.ferrite_sent = not self.ferrite_connecting  # a handshake is always safe to redo
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            response = super().read_response(*args, **kwargs)
+        except _CONNECT_ERRORS as exc:
+            if self.ferrite_breaker is not None and not self.ferrite_connecting:
+                self.ferrite_breaker.failed(exc)
+            raise
+        if self.ferrite_breaker is not None and not self.ferrite_connecting:
+            self.ferrite_breaker.succeeded()
+        return response
 
     def looks_clean(self) -> bool:
         """True when this idle connection is connected and nothing waits to be read on it:
@@ -118,18 +168,63 @@ class _AsyncExplainingConnection(async_connection.AbstractConnection):
     host: str
     port: int
     tls_settings: TLSSettings | None = None
-
     explains_failures = True
+    ferrite_breaker: CircuitBreaker | None = None
+    ferrite_sent = False
+    ferrite_commands: tuple[str, ...] = ()
+    ferrite_connecting = False  # the handshake's own reads and writes count with the connect
 
     async def connect_check_health(
         self, check_health: bool = True, retry_socket_connect: bool = True
     ) -> None:
+        breaker = self.ferrite_breaker
+        if breaker is not None and breaker.state == "open":
+            breaker.admit()
+        self.ferrite_sent = False
+        self.ferrite_connecting = True
         try:
             await super().connect_check_health(check_health, retry_socket_connect)
         except _CONNECT_ERRORS as exc:
+            if breaker is not None:
+                breaker.failed(exc)
             if not self.explains_failures:
                 raise
             _raise_explained(exc, self.host, self.port, self.tls_settings)
+        finally:
+            self.ferrite_connecting = False
+        if breaker is not None:
+            breaker.succeeded()
+
+    def pack_command(self, *args: Any) -> Any:
+        self.ferrite_commands = (command_name(args),)
+        return super().pack_command(*args)
+
+    def pack_commands(self, commands: Any) -> Any:
+        commands = list(commands)
+        self.ferrite_commands = tuple(command_name(args) for args in commands)
+        return super().pack_commands(commands)
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        was_connected = self.is_connected
+        self.ferrite_sent = False
+        try:
+            await super().send_packed_command(command, check_health)
+        except _CONNECT_ERRORS as exc:
+            if was_connected and self.ferrite_breaker and not self.ferrite_connecting:
+                self.ferrite_breaker.failed(exc)
+            raise
+        self.ferrite_sent = not self.ferrite_connecting  # a handshake is always safe to redo
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            response = await super().read_response(*args, **kwargs)
+        except _CONNECT_ERRORS as exc:
+            if self.ferrite_breaker is not None and not self.ferrite_connecting:
+                self.ferrite_breaker.failed(exc)
+            raise
+        if self.ferrite_breaker is not None and not self.ferrite_connecting:
+            self.ferrite_breaker.succeeded()
+        return response
 
     async def looks_clean(self) -> bool:
         """The async twin of ``_ExplainingConnection.looks_clean``."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import sys
@@ -21,14 +22,24 @@ from typing import Any, Unpack
 import redis
 import redis.asyncio
 
+from ferrite_integrations.breaker import CircuitBreaker, breaker_for_config
 from ferrite_integrations.config import PoolConfig, PoolOptions
 from ferrite_integrations.errors import ConfigError, FerriteError
+from ferrite_integrations.health import (
+    Degraded,
+    Monitor,
+    amonitor,
+    apool_health,
+    overall_status,
+    pool_health,
+)
 from ferrite_integrations.pool import FerritePool
 from ferrite_integrations.pool_async import AsyncFerritePool
 
 __all__ = ["PoolManager", "default_client_name", "get_manager"]
 
 _LOOP_CLOSE_TIMEOUT = 5.0
+logger = logging.getLogger("ferrite_integrations.manager")
 
 
 def default_client_name() -> str:
@@ -46,10 +57,15 @@ class _LoopEntry:
     pools: dict[PoolConfig, AsyncFerritePool] = field(default_factory=dict)
     clients: dict[PoolConfig, redis.asyncio.Redis] = field(default_factory=dict)
     guard: AsyncGenerator[None, None] | None = None
+    monitor: asyncio.Task[None] | None = None
 
     async def aclose(self) -> None:
-        pools, self.pools, self.clients = list(self.pools.values()), {}, {}
-        for pool in pools:
+        monitor, self.monitor = self.monitor, None
+        if monitor is not None and not monitor.done():
+            monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await monitor
+        for pool in list(self.pools.values()):
             await pool.disconnect()
 
 
@@ -86,6 +102,9 @@ class PoolManager:
             weakref.WeakKeyDictionary()
         )
         self._inherited: list[Any] = []
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._degraded: dict[str, Degraded] = {}
+        self._monitor: Monitor | None = None
         _managers.add(self)
 
     # -- aliases --------------------------------------------------------------------------
@@ -153,7 +172,9 @@ class PoolManager:
         with self._lock:
             pool = self._pools.get(config)
             if pool is None:
-                pool = FerritePool(config, name=alias, client_name=self.client_name)
+                pool = FerritePool(
+                    config, name=alias, client_name=self.client_name, breaker=self.breaker(config)
+                )
                 self._pools[config] = pool
             return pool
 
@@ -191,7 +212,9 @@ class PoolManager:
             entry = self._loop_entry(loop)
             pool = entry.pools.get(config)
             if pool is None:
-                pool = AsyncFerritePool(config, name=alias, client_name=self.client_name)
+                pool = AsyncFerritePool(
+                    config, name=alias, client_name=self.client_name, breaker=self.breaker(config)
+                )
                 entry.pools[config] = pool
             return pool
 
@@ -227,7 +250,91 @@ class PoolManager:
 
     def _forget_closed_loops(self) -> None:
         for loop in [loop for loop in self._loops if loop.is_closed()]:
-            self._inherited.append(self._loops.pop(loop))
+            del self._loops[loop]
+
+    def breaker(self, config: PoolConfig) -> CircuitBreaker:
+        """The circuit breaker of the server ``config`` talks to, shared by every pool (sync
+        and async, every alias) of this manager that talks to the same server. The first
+        configuration seen for a server sets its breaker's threshold and reset timeout."""
+        with self._lock:
+            breaker = self._breakers.get(config.address)
+            if breaker is None:
+                breaker = breaker_for_config(config)
+                self._breakers[config.address] = breaker
+            return breaker
+
+    def degraded(self, alias: str = "default") -> Degraded:
+        """The degraded mode of ``alias``: ``.call(fn, ..., default=...)`` (and ``await
+        .acall(...)``) return ``default`` instead of raising connection-level errors, which
+        are counted in ``stats(alias)["suppressed_errors"]`` and logged once per
+        ``health_check_interval`` (30 s when checks are off)."""
+        config = self.config(alias)
+        with self._lock:
+            mode = self._degraded.get(alias)
+            if mode is None:
+                interval = config.health_check_interval or 30.0
+                mode = self._degraded[alias] = Degraded(alias, config.address, interval)
+            return mode
+
+    # -- health ---------------------------------------------------------------------------
+
+    def health(self, alias: str | None = None) -> dict[str, Any]:
+        """A live health report: each pool's server is pinged now (at most
+        ``health_timeout`` seconds, one ping per server at a time); a pool whose circuit
+        breaker is open reports ``down`` at once.
+
+        Returns ``{"status": "up"|"degraded"|"down", "pools": {alias: {...}}}``, each pool
+        with its status, breaker state, latency, last error, counts and address (never a
+        password).
+        """
+        reports: dict[PoolConfig, dict[str, Any]] = {}
+        pools: dict[str, Any] = {}
+        for name in [alias] if alias is not None else self.aliases():
+            pool = self.pool(name)
+            if pool.config not in reports:
+                reports[pool.config] = pool_health(pool)
+            pools[name] = reports[pool.config]
+        statuses = [report["status"] for report in pools.values()]
+        return {"status": overall_status(statuses), "pools": pools}
+
+    async def ahealth(self, alias: str | None = None) -> dict[str, Any]:
+        """The async twin of ``health``, using the running loop's pools."""
+        reports: dict[PoolConfig, dict[str, Any]] = {}
+        pools: dict[str, Any] = {}
+        for name in [alias] if alias is not None else self.aliases():
+            pool = self.async_pool(name)
+            if pool.config not in reports:
+                reports[pool.config] = await apool_health(pool)
+            pools[name] = reports[pool.config]
+        statuses = [report["status"] for report in pools.values()]
+        return {"status": overall_status(statuses), "pools": pools}
+
+    def start_monitor(self) -> None:
+        """Start the background monitor thread for the sync pools (idempotent). Every
+        ``health_check_interval`` it pings each pool whose ``monitor`` option is on, then
+        retires idle and expired connections and tops up ``min_idle``. ``close()`` stops
+        it. The framework adapters call this at startup."""
+        with self._lock:
+            if self._monitor is not None and self._monitor.running:
+                return
+            self._monitor = Monitor(self._sync_pools)
+            self._monitor.start()
+
+    def start_async_monitor(self) -> None:
+        """Start the monitor task of the running event loop (idempotent); it ends with
+        ``aclose()`` or with the loop."""
+        loop = _running_loop("start_async_monitor")
+        with self._lock:
+            entry = self._loop_entry(loop)
+            if entry.monitor is None or entry.monitor.done():
+                entry.monitor = loop.create_task(amonitor(self._async_pools))
+
+    def _sync_pools(self) -> list[FerritePool]:
+        """One pool per configured configuration (made if needed): the monitor's charge."""
+        return list({id(pool): pool for pool in map(self.pool, self.aliases())}.values())
+
+    def _async_pools(self) -> list[AsyncFerritePool]:
+        return list({id(pool): pool for pool in map(self.async_pool, self.aliases())}.values())
 
     # -- reporting ------------------------------------------------------------------------
 
@@ -245,10 +352,12 @@ class PoolManager:
                 if config in entry.pools and not loop.is_closed()
             ]
             shared_with = [name for name in self._aliases_of(config) if name != alias]
+            degraded = self._degraded.get(alias)
         return {
             "alias": alias,
             "url": config.redacted_url,
             "shared_with": shared_with,
+            "suppressed_errors": degraded.suppressed if degraded is not None else 0,
             "sync": pool.stats() if pool is not None else None,
             "async": [async_pool.stats() for async_pool in async_pools],
         }
@@ -256,26 +365,35 @@ class PoolManager:
     # -- closing --------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close every pool: sync pools here, async pools on their loops (waiting up to
-        5 s each; from inside a running loop use ``aclose``). Aliases stay configured and
-        pools are made again on next use. Idempotent."""
-        with self._lock:
-            pools, self._pools, self._clients = list(self._pools.values()), {}, {}
-            loops = list(self._loops.items())
-            self._loops = weakref.WeakKeyDictionary()
-        for pool in pools:
-            pool.disconnect()
-        for loop, entry in loops:
-            _close_on_loop(loop, entry)
+        """Close every connection of every pool: sync pools here, async pools on their
+        loops (waiting up to 5 s each; from inside a running loop use ``aclose``), and stop
+        the monitor. Idempotent. Pools stay registered and reopen connections if used
+        again, so a client obtained earlier never escapes a later ``close()``."""
+        self._close_pools(skip=None)
 
     async def aclose(self) -> None:
         """Close the running loop's async pools (awaited) and everything ``close`` closes."""
         loop = asyncio.get_running_loop()
         with self._lock:
-            entry = self._loops.pop(loop, None)
+            entry = self._loops.get(loop)
         if entry is not None:
             await entry.aclose()
-        self.close()
+        self._close_pools(skip=loop)
+
+    def _close_pools(self, skip: asyncio.AbstractEventLoop | None) -> None:
+        with self._lock:
+            pools = list(self._pools.values())
+            loops = [(loop, entry) for loop, entry in self._loops.items() if loop is not skip]
+            monitor, self._monitor = self._monitor, None
+        if monitor is not None:
+            monitor.stop()
+        for pool in pools:
+            pool.disconnect()
+        for loop, entry in loops:
+            try:
+                _close_on_loop(loop, entry)
+            except Exception as error:  # one stuck loop must not keep the others open
+                logger.warning("Could not close the pools of event loop %r: %s", loop, error)
 
     def _selected(self, alias: str | None) -> list[PoolConfig]:
         if alias is not None:
@@ -293,6 +411,7 @@ class PoolManager:
         self._lock = threading.RLock()
         self._inherited.extend(self._loops.values())
         self._loops = weakref.WeakKeyDictionary()
+        self._monitor = None  # its thread does not exist in the child
 
     def __repr__(self) -> str:
         return f"<PoolManager aliases={self.aliases()} pools={len(self._pools)}>"
@@ -311,18 +430,19 @@ def _running_loop(method: str) -> asyncio.AbstractEventLoop:
 def _close_on_loop(loop: asyncio.AbstractEventLoop, entry: _LoopEntry) -> None:
     if loop.is_closed() or not entry.pools:
         return
-    if loop.is_running():
-        try:
-            running_here = asyncio.get_running_loop() is loop
-        except RuntimeError:
-            running_here = False
-        if running_here:
-            loop.create_task(entry.aclose())
-            return
+    try:
+        current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        current = None
+    if current is loop:
+        loop.create_task(entry.aclose())  # cannot block the loop we run on
+    elif loop.is_running():
         future = asyncio.run_coroutine_threadsafe(entry.aclose(), loop)
         future.result(timeout=_LOOP_CLOSE_TIMEOUT)
-        return
-    loop.run_until_complete(entry.aclose())
+    elif current is None:
+        loop.run_until_complete(entry.aclose())
+    # else: another loop runs in this thread, so this one cannot be driven from here; its
+    # own shutdown (shutdown_asyncgens) closes its pools.
 
 
 _managers: weakref.WeakSet[PoolManager] = weakref.WeakSet()

@@ -18,6 +18,8 @@ from typing import Any
 
 import redis
 import redis.exceptions
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from ferrite_integrations._pool_state import (
     PoolState,
@@ -26,9 +28,11 @@ from ferrite_integrations._pool_state import (
     report_leak,
     timeout_message,
 )
+from ferrite_integrations.breaker import CircuitBreaker, breaker_for_config
 from ferrite_integrations.config import PoolConfig
 from ferrite_integrations.connection import connection_kwargs
-from ferrite_integrations.errors import PoolTimeoutError
+from ferrite_integrations.errors import PoolTimeoutError, ServerUnavailableError
+from ferrite_integrations.retry import CommandRetry
 
 __all__ = ["FerritePool"]
 
@@ -59,10 +63,17 @@ class FerritePool(redis.ConnectionPool):
     """
 
     def __init__(
-        self, config: PoolConfig, *, name: str = "default", client_name: str | None = None
+        self,
+        config: PoolConfig,
+        *,
+        name: str = "default",
+        client_name: str | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.config = config
         self.name = name
+        self.breaker = breaker or breaker_for_config(config)
+        self._retry = CommandRetry(config.retries, retry_on_timeout=config.retry_on_timeout)
         kwargs = connection_kwargs(config)
         if kwargs["client_name"] is None:
             kwargs["client_name"] = client_name
@@ -71,9 +82,13 @@ class FerritePool(redis.ConnectionPool):
     # -- redis-py's pool interface ------------------------------------------------------
 
     def reset(self) -> None:
-        # Runs from __init__ and, through _checkpid(), in a forked child. The child must not
-        # wait on the parent's lock (its holder may not exist here) nor touch the parent's
-        # sockets: replace the lock first, then drop the connections without closing them.
+        # Runs from __init__, from _checkpid() in a forked child, and when a user calls it.
+        # In a child the parent's lock may be held by a thread that does not exist there and
+        # the parent's sockets must not be touched: replace the lock, drop the connections
+        # unclosed. In the same process, reset means "start afresh": close them.
+        if getattr(self, "_state", None) is not None and self.pid == os.getpid():
+            self.disconnect()
+            return
         self._lock = threading.RLock()
         previous: PoolState | None = getattr(self, "_state", None)
         self._created_connections = 0
@@ -89,12 +104,16 @@ class FerritePool(redis.ConnectionPool):
         self.pid = os.getpid()  # last: other threads watch pid to notice the reset
 
     def _new(self) -> Any:
-        return self.connection_class(**self.connection_kwargs)
+        connection = self.connection_class(**self.connection_kwargs)
+        connection.ferrite_breaker = self.breaker
+        connection.retry = self._retry.bind(connection)
+        return connection
 
     def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
         """A connected, checked connection; waits up to ``acquire_timeout`` when all
         ``max_connections`` are in use, and is served before anyone who asks later."""
         self._checkpid()
+        self.breaker.admit()
         started = monotonic()
         retired: list[Any] = []
         waiter = None
@@ -106,11 +125,18 @@ class FerritePool(redis.ConnectionPool):
                 overdue = self._state.overdue(started)
             else:
                 self._state.waits.add(monotonic() - started)
-        self._close(retired)
         if waiter is not None:
+            self._close(retired)
             self._report_leaks(overdue, started)
             connection = self._wait(waiter, started)
-        self._make_ready(connection)
+            retired = []
+        # From here the caller owns a slot: any failure, even Ctrl-C, must give it back.
+        try:
+            self._close(retired)
+            self._make_ready(connection)
+        except BaseException:
+            self._forget(connection)
+            raise
         if self.config.leak_detection_threshold is not None:
             connection.ferrite_lease.borrow_stack = borrow_stack()
         return connection
@@ -152,22 +178,30 @@ class FerritePool(redis.ConnectionPool):
         with self._lock:
             fresh = self._state.reserve_for_warming(monotonic())
         opened, first_error = 0, None
-        for connection in fresh:
-            try:
-                connection.connect()
-                connection.ferrite_lease.fresh = False
-                opened += 1
-                ok = True
-            except Exception as error:  # reported below, after the others were tried
-                first_error = first_error or error
-                ok = False
-            with self._lock:
-                waiter = self._state.add_warmed(connection, monotonic(), ok=ok)
-                if waiter is not None:
-                    waiter.on_grant()
+        pending = list(fresh)
+        try:
+            while pending:
+                connection = pending[0]
+                try:
+                    connection.connect()
+                    connection.ferrite_lease.fresh = False
+                    opened, ok = opened + 1, True
+                except Exception as error:  # reported below, after the others were tried
+                    first_error, ok = first_error or error, False
+                self._settle_warmed(pending.pop(0), ok=ok)
+        finally:
+            for connection in pending:  # interrupted (Ctrl-C): give the slots back
+                connection.disconnect()
+                self._settle_warmed(connection, ok=False)
         if first_error is not None:
             raise first_error
         return opened
+
+    def _settle_warmed(self, connection: Any, *, ok: bool) -> None:
+        with self._lock:
+            waiter = self._state.add_warmed(connection, monotonic(), ok=ok)
+            if waiter is not None:
+                waiter.on_grant()
 
     def maintain(self) -> None:
         """Retire expired and surplus idle connections, report leaks, top up ``min_idle``.
@@ -180,15 +214,72 @@ class FerritePool(redis.ConnectionPool):
         with self._lock:
             self._state.sweep(now, retired)
             overdue = self._state.overdue(now)
+            checking = [self._state.take_idle(now) for _ in range(len(self._available_connections))]
         self._close(retired)
         self._report_leaks(overdue, now)
+        for connection in checking:  # lent to us while checked: nobody else reads them
+            if connection.looks_clean():
+                self.release(connection)
+            else:
+                self._forget(connection)  # counted as closed, broken
         try:
             self.warm()
+        except ServerUnavailableError:
+            pass  # the breaker already says so; the monitor's ping probes for recovery
         except _CHECK_ERRORS as error:
             logger.warning("Pool %r could not open idle connections: %s", self.name, error)
 
+    def ping(self, timeout: float) -> float:
+        """One PING that waits at most ``timeout`` seconds; returns the round trip in seconds.
+
+        Uses an idle connection when one is free and nobody waits for it (never one a caller
+        is waiting for), else a short-lived extra connection. The circuit breaker hears of
+        the result; while it is open this raises ``ServerUnavailableError`` at once, and when
+        a probe is due this ping is the probe.
+        """
+        self._checkpid()
+        self.breaker.admit()
+        with self._lock:
+            connection = self._state.take_idle(monotonic())
+        if connection is not None and not connection.looks_clean():
+            self.release(connection)
+            connection = None
+        temporary = connection is None
+        if temporary:
+            connection = self._new_probe(timeout)
+        started = monotonic()
+        try:
+            if temporary:
+                connection.connect()
+            connection.send_command("PING", check_health=False)
+            connection.read_response(timeout=timeout)
+        except BaseException as error:
+            with self._lock:
+                self._state.record_ping(None, error)
+            connection.disconnect()
+            raise
+        finally:
+            if temporary:
+                connection.disconnect()
+            else:
+                self.release(connection)
+        latency = monotonic() - started
+        with self._lock:
+            self._state.record_ping(latency, None)
+        return latency
+
+    def _new_probe(self, timeout: float) -> Any:
+        kwargs = dict(self.connection_kwargs)
+        kwargs["socket_timeout"] = timeout
+        kwargs["socket_connect_timeout"] = min(timeout, self.config.socket_connect_timeout)
+        connection = self.connection_class(**kwargs)
+        connection.ferrite_breaker = self.breaker
+        connection.retry = Retry(NoBackoff(), 0)
+        return connection
+
     def stats(self) -> dict[str, Any]:
         """Counts and timings as plain values (see docs/pooling.md)."""
+        self._checkpid()
         with self._lock:
             report = self._state.stats()
         return {"name": self.name, "address": self.config.address, **report}
@@ -204,7 +295,14 @@ class FerritePool(redis.ConnectionPool):
 
     def _wait(self, waiter: _ThreadWaiter, started: float) -> Any:
         timeout = self.config.acquire_timeout
-        granted = waiter.gate.acquire(timeout=timeout) if timeout > 0 else False
+        try:
+            granted = waiter.gate.acquire(timeout=timeout) if timeout > 0 else False
+        except BaseException:
+            with self._lock:
+                abandoned = self._state.withdraw(waiter)
+            if abandoned is not None:
+                self.release(abandoned)
+            raise
         with self._lock:
             now = monotonic()
             if not granted:
@@ -219,25 +317,28 @@ class FerritePool(redis.ConnectionPool):
 
     def _make_ready(self, connection: Any) -> None:
         """Connect a fresh connection, or check a reused one and replace it transparently
-        if it died while idle. On failure the slot goes back and the error propagates."""
+        if it died while idle."""
         lease = connection.ferrite_lease
-        try:
-            if lease.fresh:
-                connection.connect()
-                lease.fresh = False
-            elif not self._usable(connection, lease.last_used):
-                with self._lock:
-                    self._state.closed["broken"] += 1
-                    self._state.created += 1
-                connection.disconnect()
-                connection.connect()
-        except BaseException:
+        if lease.fresh:
+            connection.connect()
+            lease.fresh = False
+        elif not self._usable(connection, lease.last_used):
+            with self._lock:
+                self._state.closed["broken"] += 1
+                self._state.created += 1
             connection.disconnect()
+            connection.connect()
+
+    def _forget(self, connection: Any) -> None:
+        """A borrowed connection that could not be made ready leaves the pool; its slot
+        goes to the next waiter."""
+        try:
+            connection.disconnect()
+        finally:
             with self._lock:
                 waiter = self._state.forget_failed(connection, monotonic())
                 if waiter is not None:
                     waiter.on_grant()
-            raise
 
     def _usable(self, connection: Any, last_used: float) -> bool:
         if not connection.looks_clean():

@@ -15,6 +15,8 @@ from typing import Any
 
 import redis.asyncio
 import redis.exceptions
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 
 from ferrite_integrations._pool_state import (
     PoolState,
@@ -23,9 +25,11 @@ from ferrite_integrations._pool_state import (
     report_leak,
     timeout_message,
 )
+from ferrite_integrations.breaker import CircuitBreaker, breaker_for_config
 from ferrite_integrations.config import PoolConfig
 from ferrite_integrations.connection import connection_kwargs
-from ferrite_integrations.errors import PoolTimeoutError
+from ferrite_integrations.errors import PoolTimeoutError, ServerUnavailableError
+from ferrite_integrations.retry import AsyncCommandRetry
 
 __all__ = ["AsyncFerritePool"]
 
@@ -50,38 +54,58 @@ class AsyncFerritePool(redis.asyncio.ConnectionPool):
     """The asyncio twin of ``FerritePool`` (same arguments, same behaviour)."""
 
     def __init__(
-        self, config: PoolConfig, *, name: str = "default", client_name: str | None = None
+        self,
+        config: PoolConfig,
+        *,
+        name: str = "default",
+        client_name: str | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.config = config
         self.name = name
+        self.breaker = breaker or breaker_for_config(config)
+        self._retry = AsyncCommandRetry(config.retries, retry_on_timeout=config.retry_on_timeout)
         kwargs = connection_kwargs(config, use_asyncio=True)
         if kwargs["client_name"] is None:
             kwargs["client_name"] = client_name
         super().__init__(max_connections=config.max_connections, **kwargs)
+        self._pending_close: list[Any] = []
         self._state = PoolState(
             config, self._available_connections, self._in_use_connections, self._new
         )
 
     def _new(self) -> Any:
-        return self.connection_class(**self.connection_kwargs)
+        connection: Any = self.connection_class(**self.connection_kwargs)
+        connection.ferrite_breaker = self.breaker
+        connection.retry = self._retry.bind(connection)
+        return connection
 
     # -- redis-py's pool interface ------------------------------------------------------
 
     async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
         """A connected, checked connection; waits up to ``acquire_timeout`` when all
         ``max_connections`` are in use, and is served before anyone who asks later."""
+        self.breaker.admit()
         started = monotonic()
-        retired: list[Any] = []
+        retired = self._pending_close
+        self._pending_close = []
         connection = self._state.take(started, retired)
         if connection is None:
             waiter = _FutureWaiter(asyncio.get_running_loop().create_future())
             self._state.enqueue(waiter)
             self._report_leaks(self._state.overdue(started), started)
+            self._discard(retired)
             connection = await self._wait(waiter, started)
+            retired = []
         else:
             self._state.waits.add(monotonic() - started)
-        await self._close(retired)
-        await self._make_ready(connection)
+        # From here the caller owns a slot: any failure, even cancellation, must give it back.
+        try:
+            await self._close(retired)
+            await self._make_ready(connection)
+        except BaseException:
+            self._forget(connection)
+            raise
         if self.config.leak_detection_threshold is not None:
             connection.ferrite_lease.borrow_stack = borrow_stack()
         return connection
@@ -99,6 +123,8 @@ class AsyncFerritePool(redis.asyncio.ConnectionPool):
     async def disconnect(self, inuse_connections: bool = True) -> None:
         """Close idle connections (and, by default, those in use: their next command
         reconnects). Safe to call more than once."""
+        pending, self._pending_close = self._pending_close, []
+        await self._close(pending)
         idle = list(self._available_connections)
         self._available_connections.clear()
         self._state.closed["closed"] += len(idle)
@@ -114,9 +140,14 @@ class AsyncFerritePool(redis.asyncio.ConnectionPool):
             redis.ConnectionError: the first connect error, after trying every one.
         """
         fresh = self._state.reserve_for_warming(monotonic())
-        results = await asyncio.gather(
-            *(connection.connect() for connection in fresh), return_exceptions=True
-        )
+        try:
+            results = await asyncio.gather(
+                *(connection.connect() for connection in fresh), return_exceptions=True
+            )
+        except BaseException:  # cancelled: give every reserved slot back
+            for connection in fresh:
+                self._forget(connection, warming=True)
+            raise
         first_error = None
         for connection, result in zip(fresh, results, strict=True):
             ok = not isinstance(result, BaseException)
@@ -124,6 +155,7 @@ class AsyncFerritePool(redis.asyncio.ConnectionPool):
                 connection.ferrite_lease.fresh = False
             else:
                 first_error = first_error or result
+                self._discard([connection])
             waiter = self._state.add_warmed(connection, monotonic(), ok=ok)
             if waiter is not None:
                 waiter.on_grant()
@@ -131,17 +163,75 @@ class AsyncFerritePool(redis.asyncio.ConnectionPool):
             raise first_error
         return sum(1 for result in results if not isinstance(result, BaseException))
 
+    def reset(self) -> None:
+        """Start afresh: idle connections are closed (at the next pool operation on the
+        loop, since closing needs it); connections in use close when given back."""
+        state: PoolState | None = getattr(self, "_state", None)
+        if state is None:
+            super().reset()  # type: ignore[no-untyped-call]
+            return
+        retired = list(self._available_connections)
+        self._available_connections.clear()
+        state.closed["closed"] += len(retired)
+        self._pending_close.extend(retired)
+
     async def maintain(self) -> None:
         """Retire expired and surplus idle connections, report leaks, top up ``min_idle``."""
         retired: list[Any] = []
         now = monotonic()
         self._state.sweep(now, retired)
         self._report_leaks(self._state.overdue(now), now)
+        checking = [self._state.take_idle(now) for _ in range(len(self._available_connections))]
         await self._close(retired)
+        for connection in checking:  # lent to us while checked: nobody else reads them
+            if await connection.looks_clean():
+                await self.release(connection)
+            else:
+                self._forget(connection)  # counted as closed, broken
         try:
             await self.warm()
+        except ServerUnavailableError:
+            pass  # the breaker already says so; the monitor's ping probes for recovery
         except _CHECK_ERRORS as error:
             logger.warning("Pool %r could not open idle connections: %s", self.name, error)
+
+    async def ping(self, timeout: float) -> float:
+        """The async twin of ``FerritePool.ping``."""
+        self.breaker.admit()
+        connection = self._state.take_idle(monotonic())
+        if connection is not None and not await connection.looks_clean():
+            await self.release(connection)
+            connection = None
+        temporary = connection is None
+        if temporary:
+            connection = self._new_probe(timeout)
+        started = monotonic()
+        try:
+            if temporary:
+                await connection.connect()
+            await connection.send_command("PING", check_health=False)
+            await connection.read_response(timeout=timeout)
+        except BaseException as error:
+            self._state.record_ping(None, error)
+            await connection.disconnect(nowait=True)
+            raise
+        finally:
+            if temporary:
+                await connection.disconnect()
+            else:
+                await self.release(connection)
+        latency = monotonic() - started
+        self._state.record_ping(latency, None)
+        return latency
+
+    def _new_probe(self, timeout: float) -> Any:
+        kwargs = dict(self.connection_kwargs)
+        kwargs["socket_timeout"] = timeout
+        kwargs["socket_connect_timeout"] = min(timeout, self.config.socket_connect_timeout)
+        connection: Any = self.connection_class(**kwargs)
+        connection.ferrite_breaker = self.breaker
+        connection.retry = AsyncRetry(NoBackoff(), 0)
+        return connection
 
     def stats(self) -> dict[str, Any]:
         """Counts and timings as plain values (see docs/pooling.md)."""
@@ -186,23 +276,36 @@ class AsyncFerritePool(redis.asyncio.ConnectionPool):
 
     async def _make_ready(self, connection: Any) -> None:
         """Connect a fresh connection, or check a reused one and replace it transparently
-        if it died while idle. On failure the slot goes back and the error propagates."""
+        if it died while idle."""
         lease = connection.ferrite_lease
-        try:
-            if lease.fresh:
-                await connection.connect()
-                lease.fresh = False
-            elif not await self._usable(connection, lease.last_used):
-                self._state.closed["broken"] += 1
-                self._state.created += 1
-                await connection.disconnect(nowait=True)
-                await connection.connect()
-        except BaseException:
+        if lease.fresh:
+            await connection.connect()
+            lease.fresh = False
+        elif not await self._usable(connection, lease.last_used):
+            self._state.closed["broken"] += 1
+            self._state.created += 1
             await connection.disconnect(nowait=True)
-            waiter = self._state.forget_failed(connection, monotonic())
-            if waiter is not None:
-                waiter.on_grant()
-            raise
+            await connection.connect()
+
+    def _forget(self, connection: Any, *, warming: bool = False) -> None:
+        """A borrowed connection that could not be made ready leaves the pool; its slot
+        goes to the next waiter. Never suspends, so cancellation cannot interrupt it."""
+        self._discard([connection])
+        if warming:
+            self._state.warming -= 1
+        waiter = self._state.forget_failed(connection, monotonic())
+        if waiter is not None:
+            waiter.on_grant()
+
+    def _discard(self, connections: list[Any]) -> None:
+        """Close connections without suspending (redis-py's own synchronous close, the one
+        it uses when no task is running), so that cancellation cannot cut it short."""
+        for connection in connections:
+            try:
+                connection._parser.on_disconnect()
+                connection._close()
+            except Exception as error:  # closing a dead socket must not fail the caller
+                logger.debug("Pool %r: error while closing a connection: %s", self.name, error)
 
     async def _usable(self, connection: Any, last_used: float) -> bool:
         if not await connection.looks_clean():

@@ -48,6 +48,22 @@ class SyncDriver:
         assert report is not None
         return report
 
+    def health(self, alias: str | None = None) -> dict[str, Any]:
+        return self.manager.health(alias)
+
+    def start_monitor(self) -> None:
+        self.manager.start_monitor()
+
+    def tolerant(self, alias: str, *args: Any, default: Any = None) -> Any:
+        client = self.manager.client(alias)
+        return self.manager.degraded(alias).call(client.execute_command, *args, default=default)
+
+    def pipeline(self, alias: str, commands: list[tuple[Any, ...]]) -> list[Any]:
+        pipe = self.manager.client(alias).pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return pipe.execute()
+
     def close_manager(self) -> None:
         self.manager.close()
 
@@ -109,6 +125,33 @@ class AsyncDriver:
             return reports[0]
 
         return self.run(get)
+
+    def health(self, alias: str | None = None) -> dict[str, Any]:
+        return self.run(lambda: self.manager.ahealth(alias))
+
+    def start_monitor(self) -> None:
+        async def start() -> None:
+            self.manager.start_async_monitor()
+
+        self.run(start)
+
+    def tolerant(self, alias: str, *args: Any, default: Any = None) -> Any:
+        async def call() -> Any:
+            client = self.manager.async_client(alias)
+            degraded = self.manager.degraded(alias)
+            return await degraded.acall(client.execute_command, *args, default=default)
+
+        return self.run(call)
+
+    def pipeline(self, alias: str, commands: list[tuple[Any, ...]]) -> list[Any]:
+        async def call() -> list[Any]:
+            pipe = self.manager.async_client(alias).pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            result: list[Any] = await pipe.execute()
+            return result
+
+        return self.run(call)
 
     def close_manager(self) -> None:
         self.run(self.manager.aclose)

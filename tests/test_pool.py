@@ -356,6 +356,8 @@ def test_a_hung_server_fails_the_validation_ping_and_says_so(
         health_check_interval=0.05,
         socket_timeout=0.2,
         socket_connect_timeout=0.2,
+        retries=0,
+        breaker_threshold=100,  # this test is about the check on borrow, not the breaker
     )
     driver.command("default", "PING")
     time.sleep(0.08)

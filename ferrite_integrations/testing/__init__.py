@@ -3,7 +3,8 @@
 ``EmbeddedServer`` runs ferrite, redis-server or valkey-server (found by
 :func:`find_server_binary`) on a free loopback port, optionally with a password, an ACL
 user, TLS, mutual TLS or a unix socket, and offers the faults tests need: stop, restart,
-pause, killing client connections.
+pause, killing client connections. ``FaultProxy`` sits in front of a server to inject the
+faults a real server cannot make on request (delays, hangs, refused connects, lost replies).
 
 The names below are imported on first use, so that importing this package (which the
 pytest plugin does in every test run) stays cheap.
@@ -21,11 +22,14 @@ if TYPE_CHECKING:
         EmbeddedServerError,
         ServerBinaryNotFoundError,
     )
+    from ferrite_integrations.testing.proxy import FaultProxy, FaultProxyError
     from ferrite_integrations.testing.server import EmbeddedServer
 
 __all__ = [
     "EmbeddedServer",
     "EmbeddedServerError",
+    "FaultProxy",
+    "FaultProxyError",
     "ServerBinaryNotFoundError",
     "TLSFiles",
     "find_server_binary",
@@ -35,6 +39,8 @@ __all__ = [
 _HOMES = {
     "EmbeddedServer": "ferrite_integrations.testing.server",
     "EmbeddedServerError": "ferrite_integrations.testing._errors",
+    "FaultProxy": "ferrite_integrations.testing.proxy",
+    "FaultProxyError": "ferrite_integrations.testing.proxy",
     "ServerBinaryNotFoundError": "ferrite_integrations.testing._errors",
     "TLSFiles": "ferrite_integrations.testing._certs",
     "find_server_binary": "ferrite_integrations.testing._binary",

@@ -1,0 +1,311 @@
+"""Health: live reports built from one bounded PING per server, the background monitor
+that pings and maintains pools on a timer, and the degraded mode that turns connection
+errors into misses for callers that prefer a miss to an error (a cache).
+
+Single flight: at most one health PING per server is in flight at a time; concurrent
+callers share its answer. ``_SingleFlight._lock`` guards only the table of flights.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, TypeVar
+
+import redis.exceptions
+
+from ferrite_integrations.errors import ServerUnavailableError
+from ferrite_integrations.pool import FerritePool
+from ferrite_integrations.pool_async import AsyncFerritePool
+
+__all__ = ["Degraded", "Monitor", "Status", "overall_status", "pool_health"]
+
+logger = logging.getLogger("ferrite_integrations.health")
+
+T = TypeVar("T")
+Status = Literal["up", "degraded", "down"]
+_FAILURES = (redis.exceptions.RedisError, OSError)
+DEFAULT_MONITOR_INTERVAL = 30.0
+
+
+class _Flight:
+    __slots__ = ("done", "error", "result")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class _SingleFlight:
+    """One call per key at a time; callers arriving meanwhile get the same outcome."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._flights: dict[str, _Flight] = {}
+        self._async_flights: dict[tuple[int, str], asyncio.Future[Any]] = {}
+
+    def run(self, key: str, call: Callable[[], T]) -> T:
+        with self._lock:
+            flight = self._flights.get(key)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[key] = _Flight()
+        if not leader:
+            flight.done.wait()
+            if flight.error is not None:
+                raise flight.error
+            result: T = flight.result
+            return result
+        try:
+            flight.result = call()
+            return flight.result  # type: ignore[no-any-return]
+        except BaseException as error:
+            flight.error = error
+            raise
+        finally:
+            with self._lock:
+                del self._flights[key]
+            flight.done.set()
+
+    async def arun(self, key: str, call: Callable[[], Awaitable[T]]) -> T:
+        loop_key = (id(asyncio.get_running_loop()), key)
+        existing = self._async_flights.get(loop_key)
+        if existing is not None:
+            return await asyncio.shield(existing)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._async_flights[loop_key] = future
+        try:
+            result = await call()
+            future.set_result(result)
+            return result
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # mark retrieved: callers who shared it re-raise their copy
+            raise
+        finally:
+            del self._async_flights[loop_key]
+
+
+SINGLE_FLIGHT = _SingleFlight()
+
+
+def _report(
+    pool: FerritePool | AsyncFerritePool,
+    latency: float | None,
+    error: str | None,
+) -> dict[str, Any]:
+    snapshot = pool.breaker.snapshot()
+    in_use, idle, waiting, maximum = pool._state.counts()
+    if latency is None:
+        status: Status = "down"
+    elif snapshot.state != "closed" or (waiting and in_use >= maximum):
+        status = "degraded"
+    else:
+        status = "up"
+    return {
+        "status": status,
+        "breaker": snapshot.state,
+        "latency_ms": None if latency is None else round(latency * 1000, 3),
+        "last_error": error if latency is None else None,
+        "in_use": in_use,
+        "idle": idle,
+        "waiting": waiting,
+        "max": maximum,
+        "address": pool.config.address,
+        "url": pool.config.redacted_url,
+    }
+
+
+def _known_down(pool: FerritePool | AsyncFerritePool) -> str | None:
+    snapshot = pool.breaker.snapshot()
+    if snapshot.state == "open" and snapshot.retry_in > 0:
+        return snapshot.last_error or "circuit breaker open"
+    return None
+
+
+def pool_health(pool: FerritePool) -> dict[str, Any]:
+    """A live report for one sync pool: one bounded PING (shared with concurrent checks of
+    the same server), or an immediate ``down`` while its circuit breaker is open."""
+    down = _known_down(pool)
+    if down is not None:
+        return _report(pool, None, down)
+    timeout = pool.config.health_timeout
+    try:
+        latency = SINGLE_FLIGHT.run(pool.config.address, lambda: pool.ping(timeout))
+    except ServerUnavailableError:
+        return _report(pool, None, pool.breaker.snapshot().last_error)
+    except _FAILURES as error:
+        return _report(pool, None, str(error) or type(error).__name__)
+    return _report(pool, latency, None)
+
+
+async def apool_health(pool: AsyncFerritePool) -> dict[str, Any]:
+    """The async twin of ``pool_health``."""
+    down = _known_down(pool)
+    if down is not None:
+        return _report(pool, None, down)
+    timeout = pool.config.health_timeout
+    try:
+        latency = await SINGLE_FLIGHT.arun(pool.config.address, lambda: pool.ping(timeout))
+    except ServerUnavailableError:
+        return _report(pool, None, pool.breaker.snapshot().last_error)
+    except _FAILURES as error:
+        return _report(pool, None, str(error) or type(error).__name__)
+    return _report(pool, latency, None)
+
+
+def overall_status(statuses: list[Status]) -> Status:
+    """``up`` when every pool is up, ``down`` when every pool is down, else ``degraded``."""
+    if all(status == "up" for status in statuses):
+        return "up"
+    if all(status == "down" for status in statuses):
+        return "down"
+    return "degraded"
+
+
+def monitor_interval(pool: FerritePool | AsyncFerritePool) -> float:
+    return pool.config.health_check_interval or DEFAULT_MONITOR_INTERVAL
+
+
+class Monitor:
+    """The background thread of a manager: every ``health_check_interval`` it pings each
+    monitored sync pool (recording latency, probing an open breaker) and maintains it
+    (retiring idle and expired connections, topping up ``min_idle``, reporting leaks).
+
+    Args:
+        pools: returns the pools to look after, read afresh every round.
+    """
+
+    def __init__(self, pools: Callable[[], list[FerritePool]]) -> None:
+        self._pools = pools
+        self._stop = threading.Event()
+        self._due: dict[int, float] = {}
+        self._thread = threading.Thread(target=self._run, name="ferrite-monitor", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            pools = [pool for pool in self._pools() if pool.config.monitor]
+            now = time.monotonic()
+            for pool in pools:
+                if self._stop.is_set():
+                    return
+                if now >= self._due.get(id(pool), 0.0):
+                    self._due[id(pool)] = now + monitor_interval(pool)
+                    look_after(pool)
+            self._stop.wait(_tick(pools))
+
+
+def look_after(pool: FerritePool) -> None:
+    """One monitor round for one sync pool."""
+    try:
+        pool.ping(pool.config.health_timeout)
+    except _FAILURES as error:
+        logger.debug("Health ping of pool %r failed: %s", pool.name, error)
+    pool.maintain()
+
+
+async def alook_after(pool: AsyncFerritePool) -> None:
+    """One monitor round for one async pool."""
+    try:
+        await pool.ping(pool.config.health_timeout)
+    except _FAILURES as error:
+        logger.debug("Health ping of pool %r failed: %s", pool.name, error)
+    await pool.maintain()
+
+
+async def amonitor(pools: Callable[[], list[AsyncFerritePool]]) -> None:
+    """The async monitor task of one event loop (same rounds as ``Monitor``)."""
+    due: dict[int, float] = {}
+    while True:
+        monitored = [pool for pool in pools() if pool.config.monitor]
+        now = time.monotonic()
+        for pool in monitored:
+            if now >= due.get(id(pool), 0.0):
+                due[id(pool)] = now + monitor_interval(pool)
+                await alook_after(pool)
+        await asyncio.sleep(_tick(monitored))
+
+
+def _tick(pools: list[Any]) -> float:
+    if not pools:
+        return 1.0
+    return min(1.0, max(0.01, min(monitor_interval(pool) for pool in pools) / 2))
+
+
+class Degraded:
+    """Degraded mode for one alias: connection-level errors become a default value.
+
+    Adapters that prefer a miss to an error (Django's ``ignore_exceptions``) run their
+    calls through ``call``/``acall``. Each suppressed error is counted; it is logged once
+    per ``log_interval`` seconds with the number suppressed since, not once per call.
+
+    Args:
+        name: the alias, for log lines.
+        address: the server, for log lines.
+        log_interval: seconds between two log lines.
+    """
+
+    errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+    def __init__(self, name: str, address: str, log_interval: float = 30.0) -> None:
+        self.name = name
+        self.address = address
+        self.log_interval = log_interval
+        self.suppressed = 0
+        self._unlogged = 0
+        self._last_logged = -float("inf")
+        self._lock = threading.Lock()
+
+    def call(
+        self, function: Callable[..., T], *args: Any, default: Any = None, **kwargs: Any
+    ) -> Any:
+        """``function(*args, **kwargs)``, or ``default`` if it fails at the connection level."""
+        try:
+            return function(*args, **kwargs)
+        except self.errors as error:
+            self.suppress(error)
+            return default
+
+    async def acall(
+        self, function: Callable[..., Awaitable[T]], *args: Any, default: Any = None, **kwargs: Any
+    ) -> Any:
+        """The async twin of ``call``."""
+        try:
+            return await function(*args, **kwargs)
+        except self.errors as error:
+            self.suppress(error)
+            return default
+
+    def suppress(self, error: BaseException) -> None:
+        """Count a suppressed error; log it if the last log line is old enough."""
+        with self._lock:
+            self.suppressed += 1
+            self._unlogged += 1
+            now = time.monotonic()
+            if now - self._last_logged < self.log_interval:
+                return
+            count, self._unlogged, self._last_logged = self._unlogged, 0, now
+        logger.warning(
+            "Pool %r (%s) is failing; %d error(s) treated as misses since the last report. "
+            "Latest: %s",
+            self.name,
+            self.address,
+            count,
+            error,
+        )
