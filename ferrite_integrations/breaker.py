@@ -22,7 +22,7 @@ from ferrite_integrations.errors import ServerUnavailableError
 __all__ = ["BreakerSnapshot", "CircuitBreaker", "breaker_for_config"]
 
 State = Literal["closed", "open", "half_open"]
-MAX_RESET_TIMEOUT = 60.0
+MAX_RESET_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)

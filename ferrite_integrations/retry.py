@@ -120,9 +120,12 @@ class _Decision:
         if isinstance(error, TLSError) and error.permanent:
             return False
         connection = self._connection()
-        if connection is None or not getattr(connection, "ferrite_sent", False):
-            return True  # the request never (completely) reached the server
         timed_out = isinstance(error, redis.exceptions.TimeoutError | socket.timeout)
+        if connection is None or not getattr(connection, "ferrite_sent", False):
+            # The request never (completely) reached the server: safe to send again, unless
+            # connecting itself timed out (an unreachable or hung host would cost another
+            # socket_connect_timeout per attempt; the circuit breaker takes over instead).
+            return not (timed_out and not getattr(connection, "is_connected", False))
         if timed_out and not self.retry_on_timeout:
             return False
         return is_safe_to_repeat(getattr(connection, "ferrite_commands", ()))

@@ -344,3 +344,25 @@ def test_monitor_stops_with_close(server: EmbeddedServer, manager: PoolManager) 
     manager.close()
     time.sleep(0.2)
     assert server.connected_clients(NAME) == 0  # nothing reopened them
+
+
+def test_concurrent_health_checks_share_one_ping_per_server(
+    server: EmbeddedServer, proxy: FaultProxy, manager: PoolManager
+) -> None:
+    import threading
+
+    manager.configure("default", proxy.url, **FAST)
+    manager.client().ping()
+    watcher = direct(server)
+    before = int(watcher.info("commandstats").get("cmdstat_ping", {}).get("calls", 0))
+    proxy.delay(0.05)
+    reports: list[dict[str, Any]] = []
+    threads = [threading.Thread(target=lambda: reports.append(manager.health())) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    after = int(watcher.info("commandstats").get("cmdstat_ping", {}).get("calls", 0))
+    assert [report["status"] for report in reports] == ["up"] * 8
+    assert after - before <= 2  # one flight, or two if a thread arrived after it landed
+    watcher.close()
