@@ -18,21 +18,17 @@ from typing import Any
 
 import redis
 import redis.exceptions
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+from ferrite_integrations._pool_common import PoolCommon
 from ferrite_integrations._pool_state import (
     PoolState,
     Waiter,
     borrow_stack,
-    report_leak,
     timeout_message,
 )
-from ferrite_integrations.breaker import CircuitBreaker, breaker_for_config
+from ferrite_integrations.breaker import CircuitBreaker
 from ferrite_integrations.config import PoolConfig
-from ferrite_integrations.connection import connection_kwargs
 from ferrite_integrations.errors import PoolTimeoutError, ServerUnavailableError
-from ferrite_integrations.retry import CommandRetry
 
 __all__ = ["FerritePool"]
 
@@ -51,7 +47,7 @@ class _ThreadWaiter(Waiter):
         self.gate = gate
 
 
-class FerritePool(redis.ConnectionPool):
+class FerritePool(PoolCommon, redis.ConnectionPool):
     """A fair, self-maintaining connection pool for one configuration.
 
     Args:
@@ -70,14 +66,8 @@ class FerritePool(redis.ConnectionPool):
         client_name: str | None = None,
         breaker: CircuitBreaker | None = None,
     ) -> None:
-        self.config = config
-        self.name = name
-        self.breaker = breaker or breaker_for_config(config)
-        self._retry = CommandRetry(config.retries, retry_on_timeout=config.retry_on_timeout)
-        kwargs = connection_kwargs(config)
-        if kwargs["client_name"] is None:
-            kwargs["client_name"] = client_name
-        super().__init__(max_connections=config.max_connections, **kwargs)
+        kwargs = self._prepare(config, name, client_name, breaker, use_asyncio=False)
+        super().__init__(**kwargs)
 
     # -- redis-py's pool interface ------------------------------------------------------
 
@@ -102,12 +92,6 @@ class FerritePool(redis.ConnectionPool):
             state.closed["fork"] += previous.total
         self._state = state
         self.pid = os.getpid()  # last: other threads watch pid to notice the reset
-
-    def _new(self) -> Any:
-        connection = self.connection_class(**self.connection_kwargs)
-        connection.ferrite_breaker = self.breaker
-        connection.retry = self._retry.bind(connection)
-        return connection
 
     def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
         """A connected, checked connection; waits up to ``acquire_timeout`` when all
@@ -150,10 +134,6 @@ class FerritePool(redis.ConnectionPool):
             if waiter is not None:
                 waiter.on_grant()
         self._close(retired)
-
-    def make_connection(self) -> Any:
-        """A new connection object outside the pool's accounting (redis-py's hook)."""
-        return self._new()
 
     def disconnect(self, inuse_connections: bool = True) -> None:
         """Close idle connections (and, by default, those in use: their next command
@@ -268,28 +248,12 @@ class FerritePool(redis.ConnectionPool):
             self._state.record_ping(latency, None)
         return latency
 
-    def _new_probe(self, timeout: float) -> Any:
-        kwargs = dict(self.connection_kwargs)
-        kwargs["socket_timeout"] = timeout
-        kwargs["socket_connect_timeout"] = min(timeout, self.config.socket_connect_timeout)
-        connection = self.connection_class(**kwargs)
-        connection.ferrite_breaker = self.breaker
-        connection.retry = Retry(NoBackoff(), 0)
-        return connection
-
     def stats(self) -> dict[str, Any]:
         """Counts and timings as plain values (see docs/pooling.md)."""
         self._checkpid()
         with self._lock:
             report = self._state.stats()
         return {"name": self.name, "address": self.config.address, **report}
-
-    def __repr__(self) -> str:
-        in_use, idle, waiting, maximum = self._state.counts()
-        return (
-            f"<{type(self).__name__} {self.name!r} {self.config.redacted_url} "
-            f"in use {in_use} / idle {idle} / waiting {waiting} / max {maximum}>"
-        )
 
     # -- internals ------------------------------------------------------------------------
 
@@ -360,9 +324,3 @@ class FerritePool(redis.ConnectionPool):
                 connection.disconnect()
             except Exception as error:  # closing a dead socket must not fail the caller
                 logger.debug("Pool %r: error while closing a connection: %s", self.name, error)
-
-    def _report_leaks(self, overdue: list[Any], now: float) -> None:
-        threshold = self.config.leak_detection_threshold
-        if threshold is not None:
-            for connection in overdue:
-                report_leak(self.name, connection, now, threshold)

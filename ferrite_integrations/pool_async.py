@@ -15,21 +15,17 @@ from typing import Any
 
 import redis.asyncio
 import redis.exceptions
-from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import NoBackoff
 
+from ferrite_integrations._pool_common import PoolCommon
 from ferrite_integrations._pool_state import (
     PoolState,
     Waiter,
     borrow_stack,
-    report_leak,
     timeout_message,
 )
-from ferrite_integrations.breaker import CircuitBreaker, breaker_for_config
+from ferrite_integrations.breaker import CircuitBreaker
 from ferrite_integrations.config import PoolConfig
-from ferrite_integrations.connection import connection_kwargs
 from ferrite_integrations.errors import PoolTimeoutError, ServerUnavailableError
-from ferrite_integrations.retry import AsyncCommandRetry
 
 __all__ = ["AsyncFerritePool"]
 
@@ -50,7 +46,7 @@ class _FutureWaiter(Waiter):
             self.future.set_result(None)
 
 
-class AsyncFerritePool(redis.asyncio.ConnectionPool):
+class AsyncFerritePool(PoolCommon, redis.asyncio.ConnectionPool):
     """The asyncio twin of ``FerritePool`` (same arguments, same behaviour)."""
 
     def __init__(
@@ -61,24 +57,12 @@ class AsyncFerritePool(redis.asyncio.ConnectionPool):
         client_name: str | None = None,
         breaker: CircuitBreaker | None = None,
     ) -> None:
-        self.config = config
-        self.name = name
-        self.breaker = breaker or breaker_for_config(config)
-        self._retry = AsyncCommandRetry(config.retries, retry_on_timeout=config.retry_on_timeout)
-        kwargs = connection_kwargs(config, use_asyncio=True)
-        if kwargs["client_name"] is None:
-            kwargs["client_name"] = client_name
-        super().__init__(max_connections=config.max_connections, **kwargs)
+        kwargs = self._prepare(config, name, client_name, breaker, use_asyncio=True)
+        super().__init__(**kwargs)
         self._pending_close: list[Any] = []
         self._state = PoolState(
             config, self._available_connections, self._in_use_connections, self._new
         )
-
-    def _new(self) -> Any:
-        connection: Any = self.connection_class(**self.connection_kwargs)
-        connection.ferrite_breaker = self.breaker
-        connection.retry = self._retry.bind(connection)
-        return connection
 
     # -- redis-py's pool interface ------------------------------------------------------
 
@@ -115,10 +99,6 @@ class AsyncFerritePool(redis.asyncio.ConnectionPool):
         retired: list[Any] = []
         self._give_back(connection, retired)
         await self._close(retired)
-
-    def make_connection(self) -> Any:
-        """A new connection object outside the pool's accounting (redis-py's hook)."""
-        return self._new()
 
     async def disconnect(self, inuse_connections: bool = True) -> None:
         """Close idle connections (and, by default, those in use: their next command
@@ -224,25 +204,9 @@ class AsyncFerritePool(redis.asyncio.ConnectionPool):
         self._state.record_ping(latency, None)
         return latency
 
-    def _new_probe(self, timeout: float) -> Any:
-        kwargs = dict(self.connection_kwargs)
-        kwargs["socket_timeout"] = timeout
-        kwargs["socket_connect_timeout"] = min(timeout, self.config.socket_connect_timeout)
-        connection: Any = self.connection_class(**kwargs)
-        connection.ferrite_breaker = self.breaker
-        connection.retry = AsyncRetry(NoBackoff(), 0)
-        return connection
-
     def stats(self) -> dict[str, Any]:
         """Counts and timings as plain values (see docs/pooling.md)."""
         return {"name": self.name, "address": self.config.address, **self._state.stats()}
-
-    def __repr__(self) -> str:
-        in_use, idle, waiting, maximum = self._state.counts()
-        return (
-            f"<{type(self).__name__} {self.name!r} {self.config.redacted_url} "
-            f"in use {in_use} / idle {idle} / waiting {waiting} / max {maximum}>"
-        )
 
     # -- internals ------------------------------------------------------------------------
 
@@ -326,9 +290,3 @@ class AsyncFerritePool(redis.asyncio.ConnectionPool):
                 await connection.disconnect()
             except Exception as error:  # closing a dead socket must not fail the caller
                 logger.debug("Pool %r: error while closing a connection: %s", self.name, error)
-
-    def _report_leaks(self, overdue: list[Any], now: float) -> None:
-        threshold = self.config.leak_detection_threshold
-        if threshold is not None:
-            for connection in overdue:
-                report_leak(self.name, connection, now, threshold)
