@@ -48,6 +48,12 @@ def report(url: str, source: str) -> None:
             f"wait p99={waits['p99'] * 1e6:.0f} us timeouts={stats['timeouts']}"
         )
         print(f"first PING    {first_ms:.2f} ms (on a pre-warmed connection)")
+        health = manager.health("default")
+        pool_health = health["pools"]["default"]
+        print(
+            f"health        {health['status']}  breaker={pool_health['breaker']}  "
+            f"ping={pool_health['latency_ms']} ms"
+        )
         print(
             f"PING x{PINGS}     p50 {statistics.median(timings):.0f} us   "
             f"p99 {timings[int(PINGS * 0.99) - 1]:.0f} us   max {timings[-1]:.0f} us"
