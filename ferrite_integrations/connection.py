@@ -39,6 +39,17 @@ __all__ = [
 ]
 
 _CONNECT_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+# Refusals that say nothing about the server's health: a wrong password or ACL must not open
+# the breaker that every correctly configured pool of the same server shares.
+_NOT_OUTAGES = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
+
+
+def _is_outage(error: BaseException) -> bool:
+    if isinstance(error, _NOT_OUTAGES):
+        return False
+    return not (isinstance(error, TLSError) and error.permanent)
+
+
 _CLOSED_BY_SERVER = "Connection closed by server"
 
 
@@ -105,13 +116,16 @@ class _ExplainingConnection(sync_connection.AbstractConnection):
         self.ferrite_sent = False
         self.ferrite_connecting = True
         try:
-            super().connect_check_health(check_health, retry_socket_connect)
-        except _CONNECT_ERRORS as exc:
-            if breaker is not None:
-                breaker.failed(exc)
-            if not self.explains_failures:
-                raise
-            _raise_explained(exc, self.host, self.port, self.tls_settings)
+            try:
+                super().connect_check_health(check_health, retry_socket_connect)
+            except _CONNECT_ERRORS as exc:
+                if not self.explains_failures:
+                    raise
+                _raise_explained(exc, self.host, self.port, self.tls_settings)
+        except _CONNECT_ERRORS as failure:
+            if breaker is not None and _is_outage(failure):
+                breaker.failed(failure)
+            raise
         finally:
             self.ferrite_connecting = False
         if breaker is not None:
@@ -127,12 +141,21 @@ class _ExplainingConnection(sync_connection.AbstractConnection):
         return super().pack_commands(commands)  # type: ignore[no-untyped-call]
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        was_connected = self._sock is not None
-        self.ferrite_sent = False
+        # Connecting and redis-py's health-check PING send commands of their own: do them
+        # first, then restore the record of *this* request before its bytes go out.
+        request = self.ferrite_commands
+        if self._sock is None:
+            self.connect_check_health(check_health=False)
+        if check_health:
+            self.check_health()  # type: ignore[no-untyped-call]
+        self.ferrite_commands = request
+        # A request of several commands may have complete commands on the server as soon
+        # as its first bytes leave; a single command is incomplete until the last byte.
+        self.ferrite_sent = len(request) > 1 and not self.ferrite_connecting
         try:
-            super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+            super().send_packed_command(command, False)  # type: ignore[no-untyped-call]
         except _CONNECT_ERRORS as exc:
-            if was_connected and self.ferrite_breaker and not self.ferrite_connecting:
+            if self.ferrite_breaker and not self.ferrite_connecting and _is_outage(exc):
                 self.ferrite_breaker.failed(exc)
             raise
         self.ferrite_sent = not self.ferrite_connecting  # a handshake is always safe to redo
@@ -141,7 +164,7 @@ class _ExplainingConnection(sync_connection.AbstractConnection):
         try:
             response = super().read_response(*args, **kwargs)
         except _CONNECT_ERRORS as exc:
-            if self.ferrite_breaker is not None and not self.ferrite_connecting:
+            if self.ferrite_breaker and not self.ferrite_connecting and _is_outage(exc):
                 self.ferrite_breaker.failed(exc)
             raise
         if self.ferrite_breaker is not None and not self.ferrite_connecting:
@@ -183,13 +206,16 @@ class _AsyncExplainingConnection(async_connection.AbstractConnection):
         self.ferrite_sent = False
         self.ferrite_connecting = True
         try:
-            await super().connect_check_health(check_health, retry_socket_connect)
-        except _CONNECT_ERRORS as exc:
-            if breaker is not None:
-                breaker.failed(exc)
-            if not self.explains_failures:
-                raise
-            _raise_explained(exc, self.host, self.port, self.tls_settings)
+            try:
+                await super().connect_check_health(check_health, retry_socket_connect)
+            except _CONNECT_ERRORS as exc:
+                if not self.explains_failures:
+                    raise
+                _raise_explained(exc, self.host, self.port, self.tls_settings)
+        except _CONNECT_ERRORS as failure:
+            if breaker is not None and _is_outage(failure):
+                breaker.failed(failure)
+            raise
         finally:
             self.ferrite_connecting = False
         if breaker is not None:
@@ -201,16 +227,23 @@ class _AsyncExplainingConnection(async_connection.AbstractConnection):
 
     def pack_commands(self, commands: Any) -> Any:
         commands = list(commands)
+        packed = super().pack_commands(commands)  # calls pack_command for each command
         self.ferrite_commands = tuple(command_name(args) for args in commands)
-        return super().pack_commands(commands)
+        return packed
 
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        was_connected = self.is_connected
-        self.ferrite_sent = False
+        # See _ExplainingConnection.send_packed_command for why the order matters.
+        request = self.ferrite_commands
+        if not self.is_connected:
+            await self.connect_check_health(check_health=False)
+        if check_health:
+            await self.check_health()  # type: ignore[no-untyped-call]
+        self.ferrite_commands = request
+        self.ferrite_sent = len(request) > 1 and not self.ferrite_connecting
         try:
-            await super().send_packed_command(command, check_health)
+            await super().send_packed_command(command, False)
         except _CONNECT_ERRORS as exc:
-            if was_connected and self.ferrite_breaker and not self.ferrite_connecting:
+            if self.ferrite_breaker and not self.ferrite_connecting and _is_outage(exc):
                 self.ferrite_breaker.failed(exc)
             raise
         self.ferrite_sent = not self.ferrite_connecting  # a handshake is always safe to redo
@@ -219,7 +252,7 @@ class _AsyncExplainingConnection(async_connection.AbstractConnection):
         try:
             response = await super().read_response(*args, **kwargs)
         except _CONNECT_ERRORS as exc:
-            if self.ferrite_breaker is not None and not self.ferrite_connecting:
+            if self.ferrite_breaker and not self.ferrite_connecting and _is_outage(exc):
                 self.ferrite_breaker.failed(exc)
             raise
         if self.ferrite_breaker is not None and not self.ferrite_connecting:

@@ -9,7 +9,9 @@ callers share its answer. ``_SingleFlight._lock`` guards only the table of fligh
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -17,7 +19,7 @@ from typing import Any, Literal, TypeVar
 
 import redis.exceptions
 
-from ferrite_integrations.errors import ServerUnavailableError
+from ferrite_integrations.errors import ServerUnavailableError, TLSError
 from ferrite_integrations.pool import FerritePool
 from ferrite_integrations.pool_async import AsyncFerritePool
 
@@ -31,63 +33,73 @@ _FAILURES = (redis.exceptions.RedisError, OSError)
 DEFAULT_MONITOR_INTERVAL = 30.0
 
 
-class _Flight:
-    __slots__ = ("done", "error", "result")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-
 class _SingleFlight:
-    """One call per key at a time; callers arriving meanwhile get the same outcome."""
+    """One health ping per server at a time. Callers arriving while it is in flight share
+    its outcome, and every caller waits at most its own timeout: a ping that outlives the
+    wait keeps running (bounded by its own socket timeouts) and still counts as in flight.
+
+    Sync pings run on a small thread pool so that the wait can be bounded; async pings run
+    as a task that callers await through a shield, so that cancelling one caller never
+    cancels the ping the others wait for.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._flights: dict[str, _Flight] = {}
-        self._async_flights: dict[tuple[int, str], asyncio.Future[Any]] = {}
+        self._flights: dict[str, concurrent.futures.Future[Any]] = {}
+        self._tasks: dict[tuple[int, str], asyncio.Task[Any]] = {}
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._executor_pid = 0
 
-    def run(self, key: str, call: Callable[[], T]) -> T:
+    def run(self, key: str, call: Callable[[], T], timeout: float) -> T:
         with self._lock:
-            flight = self._flights.get(key)
-            leader = flight is None
-            if flight is None:
-                flight = self._flights[key] = _Flight()
-        if not leader:
-            flight.done.wait()
-            if flight.error is not None:
-                raise flight.error
-            result: T = flight.result
-            return result
+            future = self._flights.get(key)
+            started = future is None
+            if future is None:
+                future = self._flights[key] = self._threads().submit(call)
+        if started:
+            future.add_done_callback(lambda done: self._landed(key, done))
         try:
-            flight.result = call()
-            return flight.result  # type: ignore[no-any-return]
-        except BaseException as error:
-            flight.error = error
-            raise
-        finally:
-            with self._lock:
-                del self._flights[key]
-            flight.done.set()
+            result: T = future.result(timeout=timeout)
+        except concurrent.futures.TimeoutError:
+            raise redis.exceptions.TimeoutError(
+                f"Health check did not finish within health_timeout={timeout} s"
+            ) from None
+        return result
 
-    async def arun(self, key: str, call: Callable[[], Awaitable[T]]) -> T:
-        loop_key = (id(asyncio.get_running_loop()), key)
-        existing = self._async_flights.get(loop_key)
-        if existing is not None:
-            return await asyncio.shield(existing)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._async_flights[loop_key] = future
+    async def arun(self, key: str, call: Callable[[], Awaitable[T]], timeout: float) -> T:
+        loop = asyncio.get_running_loop()
+        task_key = (id(loop), key)
+        task = self._tasks.get(task_key)
+        if task is None or task.done():
+            task = self._tasks[task_key] = loop.create_task(call())  # type: ignore[arg-type]
+            task.add_done_callback(lambda done: self._task_landed(task_key, done))
         try:
-            result = await call()
-            future.set_result(result)
-            return result
-        except BaseException as error:
-            future.set_exception(error)
-            future.exception()  # mark retrieved: callers who shared it re-raise their copy
-            raise
-        finally:
-            del self._async_flights[loop_key]
+            result: T = await asyncio.wait_for(asyncio.shield(task), timeout)
+        except TimeoutError:
+            raise redis.exceptions.TimeoutError(
+                f"Health check did not finish within health_timeout={timeout} s"
+            ) from None
+        return result
+
+    def _landed(self, key: str, future: concurrent.futures.Future[Any]) -> None:
+        with self._lock:
+            if self._flights.get(key) is future:
+                del self._flights[key]
+
+    def _task_landed(self, task_key: tuple[int, str], task: asyncio.Task[Any]) -> None:
+        if self._tasks.get(task_key) is task:
+            del self._tasks[task_key]
+        if not task.cancelled():
+            task.exception()  # its callers have their copy; do not report it as unretrieved
+
+    def _threads(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._executor is None or self._executor_pid != os.getpid():
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=4, thread_name_prefix="ferrite-health"
+            )
+            self._executor_pid = os.getpid()
+            self._flights = {}
+        return self._executor
 
 
 SINGLE_FLIGHT = _SingleFlight()
@@ -135,7 +147,7 @@ def pool_health(pool: FerritePool) -> dict[str, Any]:
         return _report(pool, None, down)
     timeout = pool.config.health_timeout
     try:
-        latency = SINGLE_FLIGHT.run(pool.config.address, lambda: pool.ping(timeout))
+        latency = SINGLE_FLIGHT.run(pool.config.address, lambda: pool.ping(timeout), timeout)
     except ServerUnavailableError:
         return _report(pool, None, pool.breaker.snapshot().last_error)
     except _FAILURES as error:
@@ -150,7 +162,7 @@ async def apool_health(pool: AsyncFerritePool) -> dict[str, Any]:
         return _report(pool, None, down)
     timeout = pool.config.health_timeout
     try:
-        latency = await SINGLE_FLIGHT.arun(pool.config.address, lambda: pool.ping(timeout))
+        latency = await SINGLE_FLIGHT.arun(pool.config.address, lambda: pool.ping(timeout), timeout)
     except ServerUnavailableError:
         return _report(pool, None, pool.breaker.snapshot().last_error)
     except _FAILURES as error:
@@ -212,21 +224,28 @@ class Monitor:
 
 
 def look_after(pool: FerritePool) -> None:
-    """One monitor round for one sync pool."""
+    """One monitor round for one sync pool. Nothing that goes wrong with one pool may stop
+    the monitor looking after the others."""
     try:
         pool.ping(pool.config.health_timeout)
     except _FAILURES as error:
         logger.debug("Health ping of pool %r failed: %s", pool.name, error)
-    pool.maintain()
+    try:
+        pool.maintain()
+    except Exception:
+        logger.exception("Maintenance of pool %r failed", pool.name)
 
 
 async def alook_after(pool: AsyncFerritePool) -> None:
-    """One monitor round for one async pool."""
+    """The async twin of ``look_after``."""
     try:
         await pool.ping(pool.config.health_timeout)
     except _FAILURES as error:
         logger.debug("Health ping of pool %r failed: %s", pool.name, error)
-    await pool.maintain()
+    try:
+        await pool.maintain()
+    except Exception:
+        logger.exception("Maintenance of pool %r failed", pool.name)
 
 
 async def amonitor(pools: Callable[[], list[AsyncFerritePool]]) -> None:
@@ -262,6 +281,8 @@ class Degraded:
     """
 
     errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+    # Configuration mistakes are not outages: they must stay loud, not become misses.
+    never_suppressed = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
 
     def __init__(self, name: str, address: str, log_interval: float = 30.0) -> None:
         self.name = name
@@ -279,6 +300,8 @@ class Degraded:
         try:
             return function(*args, **kwargs)
         except self.errors as error:
+            if not self._suppressible(error):
+                raise
             self.suppress(error)
             return default
 
@@ -289,8 +312,15 @@ class Degraded:
         try:
             return await function(*args, **kwargs)
         except self.errors as error:
+            if not self._suppressible(error):
+                raise
             self.suppress(error)
             return default
+
+    def _suppressible(self, error: BaseException) -> bool:
+        if isinstance(error, self.never_suppressed):
+            return False
+        return not (isinstance(error, TLSError) and error.permanent)
 
     def suppress(self, error: BaseException) -> None:
         """Count a suppressed error; log it if the last log line is old enough."""

@@ -61,6 +61,10 @@ SAFE_TO_REPEAT: frozenset[str] = frozenset(
         "GEORADIUS_RO", "GEORADIUSBYMEMBER_RO",
         # scripts and functions declared read-only
         "EVAL_RO", "EVALSHA_RO", "FCALL_RO", "SCRIPT EXISTS",
+        # pub/sub membership: subscribing twice leaves the same subscriptions (redis-py
+        # subscribes again after a reconnect anyway); PUBLISH is not here
+        "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE",
+        "SUNSUBSCRIBE",
         # server and connection
         "PING", "ECHO", "TIME", "INFO", "LASTSAVE", "COMMAND", "ROLE", "SELECT",
         "CLIENT GETNAME", "CLIENT ID", "CLIENT INFO", "CLIENT LIST", "CONFIG GET",

@@ -366,3 +366,79 @@ def test_concurrent_health_checks_share_one_ping_per_server(
     assert [report["status"] for report in reports] == ["up"] * 8
     assert after - before <= 2  # one flight, or two if a thread arrived after it landed
     watcher.close()
+
+
+def test_a_wrong_password_does_not_open_the_shared_breaker(
+    ferrite_server_factory: ServerFactory, manager: PoolManager, driver: Driver
+) -> None:
+    server = ferrite_server_factory(password="right")
+    manager.configure("good", server.url, **FAST)
+    manager.configure("stale", f"redis://:wrong@127.0.0.1:{server.port}/0", **FAST)
+    for _ in range(5):
+        with pytest.raises(redis.AuthenticationError):
+            driver.command("stale", "PING")
+    assert driver.command("good", "PING") is True
+    assert driver.pool("good").breaker.state == "closed"
+    with pytest.raises(redis.AuthenticationError):  # a configuration error stays loud
+        driver.tolerant("stale", "GET", "k")
+
+
+def test_the_monitor_survives_a_pool_that_cannot_be_maintained(
+    server: EmbeddedServer, manager: PoolManager, driver: Driver
+) -> None:
+    manager.configure("broken", f"redis://127.0.0.1:{server.port}/99", min_idle=1, **FAST)
+    manager.configure("default", server.url, min_idle=2, health_check_interval=0.05, **FAST)
+    driver.start_monitor()
+    wait_until(lambda: server.connected_clients(NAME) == 2)  # "broken" fails every round
+
+
+def test_health_answers_within_health_timeout_even_on_a_slow_network(
+    proxy: FaultProxy, manager: PoolManager, driver: Driver
+) -> None:
+    manager.configure("default", proxy.url, **{**FAST, "health_timeout": 0.3})
+    proxy.delay(0.1)  # every round trip of a fresh probe connection's handshake pays this
+    started = time.monotonic()
+    report = driver.health()
+    assert time.monotonic() - started < 0.6
+    assert report["status"] in ("up", "down")
+
+
+def test_a_cancelled_health_check_does_not_cancel_the_others_sharing_its_ping(
+    proxy: FaultProxy, manager: PoolManager
+) -> None:
+    import asyncio
+
+    manager.configure("default", proxy.url, **{**FAST, "health_timeout": 1.0})
+    proxy.delay(0.05)
+
+    async def main() -> list[str]:
+        leader = asyncio.create_task(manager.ahealth())
+        await asyncio.sleep(0.01)
+        follower = asyncio.create_task(manager.ahealth())
+        await asyncio.sleep(0.01)
+        leader.cancel()
+        report = await follower
+        return [report["status"]]
+
+    assert asyncio.run(main()) == ["up"]
+
+
+def test_pubsub_reconnects_after_the_server_drops_it(
+    server: EmbeddedServer, manager: PoolManager
+) -> None:
+    manager.configure("default", server.url, **FAST)
+    client = manager.client()
+    pubsub = client.pubsub()
+    pubsub.subscribe("news")
+    assert pubsub.get_message(timeout=1)["type"] == "subscribe"
+    server.kill_clients()
+    message = None
+    deadline = time.monotonic() + 5
+    while message is None or message.get("type") != "message":
+        assert time.monotonic() < deadline
+        with_publish = pubsub.get_message(timeout=0.2)
+        if with_publish is not None and with_publish["type"] == "subscribe":
+            client.publish("news", "hello")
+        message = with_publish or message
+    assert message["data"] == b"hello"
+    pubsub.close()
