@@ -14,21 +14,33 @@ from ferrite_integrations.errors import (
     TLSError,
 )
 from ferrite_integrations.manager import PoolManager, default_client_name, get_manager
+from ferrite_integrations.pipeline import (
+    DiscardedError,
+    Handle,
+    PipelineError,
+    RequestScope,
+    current_scope,
+)
 from ferrite_integrations.pool import FerritePool
 from ferrite_integrations.pool_async import AsyncFerritePool
 
 __all__ = [
     "AsyncFerritePool",
     "ConfigError",
+    "DiscardedError",
     "FerriteError",
     "FerritePool",
+    "Handle",
+    "PipelineError",
     "PoolConfig",
     "PoolManager",
     "PoolOptions",
     "PoolTimeoutError",
+    "RequestScope",
     "ServerUnavailableError",
     "TLSError",
     "connection_kwargs",
+    "current_scope",
     "default_client_name",
     "default_max_connections",
     "get_manager",

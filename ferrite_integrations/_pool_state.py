@@ -125,6 +125,8 @@ class PoolState:
         self.last_ping_error: str | None = None
         self.pings = 0
         self.ping_failures = 0
+        self.batch_round_trips = 0
+        self.batch_commands = 0
 
     # -- sizes ----------------------------------------------------------------------
 
@@ -327,6 +329,13 @@ class PoolState:
             "leaks_reported": self.leaks_reported,
             "pings": self.pings,
             "ping_failures": self.ping_failures,
+            "pipelining": {
+                "round_trips": self.batch_round_trips,
+                "commands": self.batch_commands,
+                "commands_per_round_trip": (
+                    self.batch_commands / self.batch_round_trips if self.batch_round_trips else 0.0
+                ),
+            },
             "last_ping_ms": (
                 None if self.last_ping_latency is None else self.last_ping_latency * 1000
             ),

@@ -33,6 +33,7 @@ from ferrite_integrations.health import (
     overall_status,
     pool_health,
 )
+from ferrite_integrations.pipeline import OnError, RequestScope, ScopeClient, _scope_for
 from ferrite_integrations.pool import FerritePool
 from ferrite_integrations.pool_async import AsyncFerritePool
 
@@ -97,7 +98,7 @@ class PoolManager:
         self._lock = threading.RLock()
         self._configs: dict[str, PoolConfig] = {}
         self._pools: dict[PoolConfig, FerritePool] = {}
-        self._clients: dict[PoolConfig, redis.Redis] = {}
+        self._clients: dict[PoolConfig, ScopeClient] = {}
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopEntry] = (
             weakref.WeakKeyDictionary()
         )
@@ -179,14 +180,50 @@ class PoolManager:
             return pool
 
     def client(self, alias: str = "default") -> redis.Redis:
-        """A ``redis.Redis`` on the shared sync pool of ``alias`` (thread-safe, reused)."""
+        """A ``redis.Redis`` on the shared sync pool of ``alias`` (thread-safe, reused).
+        Inside a request scope its commands first send what the scope has queued."""
         pool = self.pool(alias)
         with self._lock:
             client = self._clients.get(pool.config)
             if client is None:
-                client = redis.Redis(connection_pool=pool)
+                client = ScopeClient(connection_pool=pool)
                 self._clients[pool.config] = client
             return client
+
+    def request_scope(
+        self, alias: str = "default", *, raise_on_error: bool = False, on_error: OnError = "flush"
+    ) -> RequestScope:
+        """A request scope on the shared pool of ``alias``: use it as ``with
+        manager.request_scope("default") as scope:`` (see docs/pipelining.md).
+
+        Writes queued with ``scope.deferred`` are sent with the next command that needs a
+        reply (through ``scope.client`` or ``manager.client(alias)``), in one round trip,
+        or when the scope ends. A scope opened while another scope of the same pool is open
+        in this context joins it.
+
+        Args:
+            alias: the pool's alias.
+            raise_on_error: raise ``PipelineError`` at exit if deferred commands failed
+                (they are always logged and counted).
+            on_error: ``"flush"`` sends the queue even when the scope is left by an
+                exception; ``"discard"`` drops it.
+        """
+        pool = self.pool(alias)
+        joined = _scope_for(pool)
+        if joined is not None:
+            return joined
+        self.client(alias)
+        with self._lock:
+            client = self._clients[pool.config]
+            aliases = tuple(self._aliases_of(pool.config))
+        return RequestScope(
+            pool,
+            client,
+            aliases,
+            raise_on_error=raise_on_error,
+            on_error=on_error,
+            record=pool.record_batch,
+        )
 
     def warm(self, alias: str | None = None) -> dict[str, int]:
         """Open ``min_idle`` connections in each pool (one alias, or all). Returns the

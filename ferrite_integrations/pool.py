@@ -248,6 +248,12 @@ class FerritePool(PoolCommon, redis.ConnectionPool):
             self._state.record_ping(latency, None)
         return latency
 
+    def record_batch(self, commands: int, round_trips: int) -> None:
+        """Count commands sent by request scopes and the round trips they took."""
+        with self._lock:
+            self._state.batch_commands += commands
+            self._state.batch_round_trips += round_trips
+
     def stats(self) -> dict[str, Any]:
         """Counts and timings as plain values (see docs/pooling.md)."""
         self._checkpid()

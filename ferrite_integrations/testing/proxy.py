@@ -82,6 +82,7 @@ class FaultProxy:
         self._drops_left = 0
         self._drop_match: bytes | None = None
         self._accepted = 0
+        self._requests = 0
         self._faults = 0
         self._links: set[_Link] = set()
 
@@ -246,11 +247,23 @@ class FaultProxy:
         with self._state:
             return self._faults
 
+    @property
+    def requests_forwarded(self) -> int:
+        """Chunks of client data forwarded to the server: one per round trip for requests
+        that fit one read (a command, or a pipeline of small commands)."""
+        with self._state:
+            return self._requests
+
     def reset_counters(self) -> None:
-        """Set :attr:`connections_accepted` and :attr:`faults_triggered` back to zero."""
+        """Set every counter back to zero."""
         with self._state:
             self._accepted = 0
             self._faults = 0
+            self._requests = 0
+
+    def _count_request(self) -> None:
+        with self._state:
+            self._requests += 1
 
     def __repr__(self) -> str:
         port = self._port or "-"
@@ -508,6 +521,7 @@ class _Link:
             return False
         policy = self._proxy._policy()
         if policy.forward and self._server is not None:
+            self._proxy._count_request()
             arms = self._proxy._claim_drop(data)
             self._to_server.put(time.monotonic() + policy.delay, data, arms)
         return True

@@ -1,0 +1,348 @@
+"""Per-request pipelining for sync code: a request scope with deferred commands.
+
+Writes whose reply the request does not need are queued (``scope.deferred``) and sent
+together with the next command that needs a reply (``scope.client``), in one round trip,
+or at the end of the scope. Read-your-writes holds within a scope: a read always goes out
+after every write queued before it, in the same request.
+
+A scope is bound to the current context (``contextvars``), so code deep in a request (a
+cache backend, a template tag) finds it with ``current_scope()``. Invariant: the scope's
+queue is only touched by the thread (context) that opened it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Callable
+from typing import Any, Literal
+
+import redis
+import redis.client
+import redis.exceptions
+
+from ferrite_integrations.errors import FerriteError
+from ferrite_integrations.pool import FerritePool
+from ferrite_integrations.retry import command_name
+
+__all__ = [
+    "IMMEDIATE",
+    "Handle",
+    "PipelineError",
+    "RequestScope",
+    "ScopeClient",
+    "current_scope",
+]
+
+logger = logging.getLogger("ferrite_integrations.pipeline")
+
+OnError = Literal["flush", "discard"]
+
+# Commands that cannot wait in a queue: they block, change the connection's state, or
+# return a cursor or a value the caller needs before it can go on. They run at once, after
+# everything queued before them.
+IMMEDIATE: frozenset[str] = frozenset(
+    {
+        "BLPOP", "BRPOP", "BLMOVE", "BRPOPLPUSH", "BLMPOP", "BZPOPMIN", "BZPOPMAX",
+        "BZMPOP", "XREAD", "XREADGROUP", "WAIT", "WAITAOF",
+        "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE",
+        "SUNSUBSCRIBE", "MONITOR",
+        "WATCH", "UNWATCH", "MULTI", "EXEC", "DISCARD",
+        "SCAN", "SSCAN", "HSCAN", "ZSCAN",
+        "SELECT", "AUTH", "HELLO", "RESET", "QUIT", "CLIENT REPLY",
+    }
+)  # fmt: skip
+
+_active: contextvars.ContextVar[tuple[RequestScope, ...]] = contextvars.ContextVar(
+    "ferrite_request_scopes", default=()
+)
+
+
+class PipelineError(FerriteError):
+    """Deferred commands of a request scope failed (``raise_on_error=True``).
+
+    Attributes:
+        failures: ``(command name, error)`` for each failed command, in order.
+    """
+
+    def __init__(self, failures: list[tuple[str, BaseException]]) -> None:
+        listed = ", ".join(f"{name} ({type(error).__name__}: {error})" for name, error in failures)
+        super().__init__(f"{len(failures)} deferred command(s) failed: {listed}")
+        self.failures = failures
+
+
+class DiscardedError(FerriteError):
+    """A deferred command was never sent: its scope ended by an exception with
+    ``on_error="discard"``."""
+
+
+_PENDING = object()
+
+
+class Handle:
+    """The future result of one deferred command."""
+
+    __slots__ = ("_error", "_scope", "_value", "name")
+
+    def __init__(self, scope: RequestScope | None, name: str) -> None:
+        self._scope = scope
+        self.name = name
+        self._value: Any = _PENDING
+        self._error: BaseException | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether the command was sent and answered (or failed)."""
+        return self._value is not _PENDING or self._error is not None
+
+    def result(self) -> Any:
+        """The command's reply; sends the scope's queue first if still queued.
+
+        Raises:
+            the command's own error (a ``redis.ResponseError``, a connection error, or
+            ``DiscardedError``).
+        """
+        if not self.done and self._scope is not None:
+            self._scope.flush()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def exception(self) -> BaseException | None:
+        """The command's error, or ``None``; sends the queue first if still queued."""
+        if not self.done and self._scope is not None:
+            self._scope.flush()
+        return self._error
+
+    def _settle(self, outcome: Any) -> None:
+        if isinstance(outcome, BaseException):
+            self._error = outcome
+        else:
+            self._value = outcome
+
+    def __repr__(self) -> str:
+        state = "queued" if not self.done else ("failed" if self._error else "done")
+        return f"<Handle {self.name} {state}>"
+
+
+class _Queue(redis.client.Pipeline):
+    """redis-py's pipeline as the scope's queue: its command methods return handles."""
+
+    scope: RequestScope
+
+    def execute_command(self, *args: Any, **options: Any) -> Handle:
+        return self.scope._defer(args, options)
+
+    def lock(self, *args: Any, **kwargs: Any) -> Any:
+        """A lock works immediately: it is taken through ``scope.client``."""
+        self.scope.flush()
+        return self.scope.client.lock(*args, **kwargs)
+
+    def register_script(self, script: Any) -> Any:
+        """Scripts run immediately (they may need to load themselves first)."""
+        return self.scope.client.register_script(script)
+
+    def pubsub(self, **kwargs: Any) -> Any:
+        self.scope.flush()
+        return self.scope.client.pubsub(**kwargs)
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        self.scope.flush()
+        return self.scope.client.pipeline(transaction, shard_hint)
+
+
+class ScopeClient(redis.Redis):
+    """A ``redis.Redis`` on a pool whose commands first send what the current request
+    scope has queued, in the same round trip. Outside a scope it is a plain client."""
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        scope = _scope_for(self.connection_pool)
+        if scope is None or not scope.queued:
+            return super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        return scope._send_with(args, options)
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        _flush_current(self.connection_pool)
+        return super().pipeline(transaction, shard_hint)
+
+    def pubsub(self, **kwargs: Any) -> Any:
+        _flush_current(self.connection_pool)
+        return super().pubsub(**kwargs)  # type: ignore[no-untyped-call]
+
+
+def _scope_for(pool: Any) -> RequestScope | None:
+    for scope in reversed(_active.get()):
+        if scope.pool is pool:
+            return scope
+    return None
+
+
+def _flush_current(pool: Any) -> None:
+    scope = _scope_for(pool)
+    if scope is not None:
+        scope.flush()
+
+
+def current_scope(alias: str | None = None) -> RequestScope | None:
+    """The innermost request scope open in this context (for ``alias``, if given)."""
+    for scope in reversed(_active.get()):
+        if alias is None or alias in scope.aliases:
+            return scope
+    return None
+
+
+class RequestScope:
+    """Deferred commands for one request, sent in as few round trips as read-your-writes
+    allows. Open one with ``manager.request_scope(alias)``.
+
+    Args:
+        pool: the pool the scope sends through (one connection per flush, returned in
+            between, so a long request does not pin a connection).
+        client: the pool's ``ScopeClient``.
+        aliases: the aliases that share the pool (``current_scope(alias)`` finds it).
+        raise_on_error: at exit, raise ``PipelineError`` if deferred commands failed.
+        on_error: when the scope is left by an exception, ``"flush"`` (default) still sends
+            the queue; ``"discard"`` drops it (its handles fail with ``DiscardedError``).
+        record: called with ``(commands, round_trips)`` after each send, for stats.
+    """
+
+    def __init__(
+        self,
+        pool: FerritePool,
+        client: ScopeClient,
+        aliases: tuple[str, ...],
+        *,
+        raise_on_error: bool = False,
+        on_error: OnError = "flush",
+        record: Callable[[int, int], None] | None = None,
+    ) -> None:
+        if on_error not in ("flush", "discard"):
+            raise ValueError(f"on_error must be 'flush' or 'discard', not {on_error!r}")
+        self.pool = pool
+        self.client = client
+        self.aliases = aliases
+        self.raise_on_error = raise_on_error
+        self.on_error: OnError = on_error
+        self._record = record
+        self._queue = _Queue(pool, client.response_callbacks, transaction=False, shard_hint=None)
+        self._queue.scope = self
+        self._handles: list[Handle] = []
+        self._failures: list[tuple[str, BaseException]] = []
+        self._token: contextvars.Token[tuple[RequestScope, ...]] | None = None
+        self._depth = 0
+        self.round_trips = 0
+        self.commands_sent = 0
+
+    @property
+    def deferred(self) -> _Queue:
+        """redis-py's command methods; each queues its command and returns a ``Handle``."""
+        return self._queue
+
+    @property
+    def queued(self) -> int:
+        """How many commands wait to be sent."""
+        return len(self._handles)
+
+    def flush(self) -> None:
+        """Send everything queued now, in one round trip."""
+        if self._handles:
+            self._send(None)
+
+    # -- the context manager ----------------------------------------------------------------
+
+    def __enter__(self) -> RequestScope:
+        if self._depth == 0:
+            self._token = _active.set((*_active.get(), self))
+        self._depth += 1
+        return self
+
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
+        self._depth -= 1
+        if self._depth > 0:
+            return
+        try:
+            if error is not None and self.on_error == "discard":
+                self._discard()
+            else:
+                self.flush()
+        finally:
+            if self._token is not None:
+                _active.reset(self._token)
+                self._token = None
+        self._report(raising=error is None)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _defer(self, args: tuple[Any, ...], options: dict[str, Any]) -> Handle:
+        name = command_name(args)
+        if name in IMMEDIATE or self._depth == 0:
+            handle = Handle(None, name)
+            try:
+                handle._settle(self._send_with(args, options))
+            except redis.exceptions.RedisError as failure:
+                handle._settle(failure)
+            return handle
+        handle = Handle(self, name)
+        self._queue.command_stack.append((args, options))
+        self._handles.append(handle)
+        return handle
+
+    def _send_with(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+        """Send the queue and this command together; return this command's reply."""
+        if not self._handles:
+            self._count(1)
+            return redis.Redis.execute_command(self.client, *args, **options)  # type: ignore[no-untyped-call]
+        handle = Handle(None, command_name(args))
+        self._queue.command_stack.append((args, options))
+        self._handles.append(handle)
+        self._send(handle)
+        return handle.result()
+
+    def _send(self, own: Handle | None) -> None:
+        handles, self._handles = self._handles, []
+        try:
+            outcomes = self._queue.execute(raise_on_error=False)
+        except BaseException as failure:  # nothing can be assumed applied: all fail
+            self._queue.reset()
+            outcomes = [failure] * len(handles)
+            if not isinstance(failure, Exception):
+                for handle in handles:
+                    handle._settle(failure)
+                raise
+        self._count(len(handles))
+        for handle, outcome in zip(handles, outcomes, strict=True):
+            handle._settle(outcome)
+            if isinstance(outcome, BaseException) and handle is not own:
+                self._failures.append((handle.name, outcome))
+
+    def _discard(self) -> None:
+        handles, self._handles = self._handles, []
+        self._queue.reset()
+        for handle in handles:
+            handle._settle(DiscardedError(f"{handle.name} was not sent: the request failed first"))
+        if handles:
+            logger.warning(
+                "Request scope discarded %d deferred command(s) after an error: %s",
+                len(handles),
+                ", ".join(handle.name for handle in handles),
+            )
+
+    def _count(self, commands: int) -> None:
+        self.round_trips += 1
+        self.commands_sent += commands
+        if self._record is not None:
+            self._record(commands, 1)
+
+    def _report(self, *, raising: bool) -> None:
+        failures, self._failures = self._failures, []
+        for name, failure in failures:
+            # Command names only: values may be personal data or secrets.
+            logger.warning("Deferred %s failed: %s: %s", name, type(failure).__name__, failure)
+        if failures and self.raise_on_error and raising:
+            raise PipelineError(failures)
+
+    def __repr__(self) -> str:
+        return (
+            f"<RequestScope {self.aliases[0]!r} queued {self.queued} round trips "
+            f"{self.round_trips} commands {self.commands_sent}>"
+        )
