@@ -178,6 +178,12 @@ OPTION_SPECS: dict[str, OptionSpec] = {
         ),
         _spec("monitor", "bool", "resilience", "run the background health monitor"),
         _spec(
+            "auto_pipeline",
+            "bool",
+            "resilience",
+            "batch the async client's concurrent commands into pipelines",
+        ),
+        _spec(
             "health_timeout",
             "float",
             "resilience",

@@ -127,6 +127,7 @@ class PoolState:
         self.ping_failures = 0
         self.batch_round_trips = 0
         self.batch_commands = 0
+        self.batch_failures = 0
 
     # -- sizes ----------------------------------------------------------------------
 
@@ -332,6 +333,7 @@ class PoolState:
             "pipelining": {
                 "round_trips": self.batch_round_trips,
                 "commands": self.batch_commands,
+                "failed_deferred": self.batch_failures,
                 "commands_per_round_trip": (
                     self.batch_commands / self.batch_round_trips if self.batch_round_trips else 0.0
                 ),

@@ -69,6 +69,7 @@ class PoolOptions(TypedDict, total=False):
     breaker_threshold: int
     breaker_reset_timeout: float
     monitor: bool
+    auto_pipeline: bool
     health_timeout: float
     ssl_ca_certs: str | os.PathLike[str] | None
     ssl_ca_path: str | os.PathLike[str] | None
@@ -124,6 +125,7 @@ class PoolConfig:
     breaker_threshold: int = 5
     breaker_reset_timeout: float = 2.0
     monitor: bool = True
+    auto_pipeline: bool = False
     health_timeout: float = 1.0
     ssl_ca_certs: str | None = None
     ssl_ca_path: str | None = None

@@ -34,6 +34,13 @@ from ferrite_integrations.health import (
     pool_health,
 )
 from ferrite_integrations.pipeline import OnError, RequestScope, ScopeClient, _scope_for
+from ferrite_integrations.pipeline_async import (
+    AsyncRequestScope,
+    AsyncScopeClient,
+    AutoPipelineClient,
+    AutoPipeliner,
+)
+from ferrite_integrations.pipeline_async import _scope_for as _async_scope_for
 from ferrite_integrations.pool import FerritePool
 from ferrite_integrations.pool_async import AsyncFerritePool
 
@@ -57,6 +64,8 @@ class _LoopEntry:
 
     pools: dict[PoolConfig, AsyncFerritePool] = field(default_factory=dict)
     clients: dict[PoolConfig, redis.asyncio.Redis] = field(default_factory=dict)
+    batched_clients: dict[PoolConfig, redis.asyncio.Redis] = field(default_factory=dict)
+    scope_clients: dict[PoolConfig, AsyncScopeClient] = field(default_factory=dict)
     guard: AsyncGenerator[None, None] | None = None
     monitor: asyncio.Task[None] | None = None
 
@@ -255,17 +264,47 @@ class PoolManager:
                 entry.pools[config] = pool
             return pool
 
-    def async_client(self, alias: str = "default") -> redis.asyncio.Redis:
-        """A ``redis.asyncio.Redis`` on the running loop's pool of ``alias``."""
+    def async_client(
+        self, alias: str = "default", *, auto_pipeline: bool | None = None
+    ) -> redis.asyncio.Redis:
+        """A ``redis.asyncio.Redis`` on the running loop's pool of ``alias``.
+
+        Args:
+            alias: the pool's alias.
+            auto_pipeline: batch commands issued in the same loop tick (and while a batch
+                is in flight) into one pipeline on one connection; default: the
+                configuration's ``auto_pipeline`` option.
+        """
         pool = self.async_pool(alias)
+        batched = pool.config.auto_pipeline if auto_pipeline is None else auto_pipeline
         loop = asyncio.get_running_loop()
         with self._lock:
             entry = self._loop_entry(loop)
-            client = entry.clients.get(pool.config)
+            clients = entry.batched_clients if batched else entry.clients
+            client = clients.get(pool.config)
             if client is None:
-                client = redis.asyncio.Redis(connection_pool=pool)
-                entry.clients[pool.config] = client
+                client = _async_client(pool, batched=batched)
+                clients[pool.config] = client
             return client
+
+    def arequest_scope(
+        self, alias: str = "default", *, raise_on_error: bool = False, on_error: OnError = "flush"
+    ) -> AsyncRequestScope:
+        """The async twin of ``request_scope``: ``async with manager.arequest_scope(alias)
+        as scope:`` (same arguments)."""
+        pool = self.async_pool(alias)
+        joined = _async_scope_for(pool)
+        if joined is not None:
+            return joined
+        with self._lock:
+            entry = self._loop_entry(asyncio.get_running_loop())
+            client = entry.scope_clients.get(pool.config)
+            if client is None:
+                client = entry.scope_clients[pool.config] = AsyncScopeClient(connection_pool=pool)
+            aliases = tuple(self._aliases_of(pool.config))
+        return AsyncRequestScope(
+            pool, client, aliases, raise_on_error=raise_on_error, on_error=on_error
+        )
 
     async def awarm(self, alias: str | None = None) -> dict[str, int]:
         """The async twin of ``warm`` for the running loop's pools."""
@@ -452,6 +491,14 @@ class PoolManager:
 
     def __repr__(self) -> str:
         return f"<PoolManager aliases={self.aliases()} pools={len(self._pools)}>"
+
+
+def _async_client(pool: AsyncFerritePool, *, batched: bool) -> redis.asyncio.Redis:
+    if not batched:
+        return AsyncScopeClient(connection_pool=pool)
+    client = AutoPipelineClient(connection_pool=pool)
+    client.pipeliner = AutoPipeliner(pool, client)
+    return client
 
 
 def _running_loop(method: str) -> asyncio.AbstractEventLoop:

@@ -203,7 +203,7 @@ class RequestScope:
         raise_on_error: at exit, raise ``PipelineError`` if deferred commands failed.
         on_error: when the scope is left by an exception, ``"flush"`` (default) still sends
             the queue; ``"discard"`` drops it (its handles fail with ``DiscardedError``).
-        record: called with ``(commands, round_trips)`` after each send, for stats.
+        record: called with ``(commands, round_trips, failed)`` for stats.
     """
 
     def __init__(
@@ -214,7 +214,7 @@ class RequestScope:
         *,
         raise_on_error: bool = False,
         on_error: OnError = "flush",
-        record: Callable[[int, int], None] | None = None,
+        record: Callable[[int, int, int], None] | None = None,
     ) -> None:
         if on_error not in ("flush", "discard"):
             raise ValueError(f"on_error must be 'flush' or 'discard', not {on_error!r}")
@@ -331,10 +331,12 @@ class RequestScope:
         self.round_trips += 1
         self.commands_sent += commands
         if self._record is not None:
-            self._record(commands, 1)
+            self._record(commands, 1, 0)
 
     def _report(self, *, raising: bool) -> None:
         failures, self._failures = self._failures, []
+        if failures and self._record is not None:
+            self._record(0, 0, len(failures))
         for name, failure in failures:
             # Command names only: values may be personal data or secrets.
             logger.warning("Deferred %s failed: %s: %s", name, type(failure).__name__, failure)

@@ -124,6 +124,7 @@ def test_an_error_in_the_middle_is_reported_and_the_others_are_applied(
     assert direct.mget(["a", "b"]) == [b"1", b"2"]
     logged = [r.getMessage() for r in caplog.records]
     assert len(logged) == 1
+    assert manager.stats("default")["sync"]["pipelining"]["failed_deferred"] == 1
     assert "INCRBY" in logged[0]
     assert "not a number" not in logged[0]  # never values
 

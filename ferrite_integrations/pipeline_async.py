@@ -1,0 +1,338 @@
+"""Pipelining for asyncio code.
+
+* ``AsyncRequestScope``: the async twin of ``RequestScope`` (deferred commands, sent with
+  the next command that needs a reply, or at the end of the scope).
+* ``AutoPipeliner``: automatic pipelining. Every command issued on the event loop in the
+  same tick (under ``asyncio.gather``, or by many concurrent requests) goes out as one
+  pipeline on one connection; while one batch is in flight, the next fills.
+
+Cancellation safety (redis-py's CVE-2023-28858/28859 was a reply left on a connection by a
+cancelled caller): a batch is written and read by its own task, never by a caller. A
+caller cancelled while its command is in flight only stops waiting; the batch task still
+reads that reply off the connection and throws it away, so no other caller ever receives
+it. A batch that fails part-way closes its connection rather than return it to the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from collections import deque
+from typing import Any
+
+import redis.asyncio
+import redis.asyncio.client
+import redis.exceptions
+
+from ferrite_integrations.pipeline import (
+    IMMEDIATE,
+    DiscardedError,
+    OnError,
+    PipelineError,
+)
+from ferrite_integrations.pool_async import AsyncFerritePool
+from ferrite_integrations.retry import command_name
+
+__all__ = [
+    "AsyncHandle",
+    "AsyncRequestScope",
+    "AsyncScopeClient",
+    "AutoPipelineClient",
+    "AutoPipeliner",
+    "current_async_scope",
+]
+
+logger = logging.getLogger("ferrite_integrations.pipeline")
+
+_active: contextvars.ContextVar[tuple[AsyncRequestScope, ...]] = contextvars.ContextVar(
+    "ferrite_async_request_scopes", default=()
+)
+_PENDING = object()
+# Transactions, blocking commands and pub/sub need a connection of their own.
+BYPASS: frozenset[str] = IMMEDIATE | {"PUBLISH"}
+
+
+class AsyncHandle:
+    """The future result of one deferred command of an async scope."""
+
+    __slots__ = ("_error", "_scope", "_value", "name")
+
+    def __init__(self, scope: AsyncRequestScope | None, name: str) -> None:
+        self._scope = scope
+        self.name = name
+        self._value: Any = _PENDING
+        self._error: BaseException | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._value is not _PENDING or self._error is not None
+
+    async def result(self) -> Any:
+        """The reply; sends the scope's queue first if the command is still queued."""
+        if not self.done and self._scope is not None:
+            await self._scope.flush()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def exception(self) -> BaseException | None:
+        """The command's error, or ``None`` (only meaningful once ``done``)."""
+        return self._error
+
+    def _settle(self, outcome: Any) -> None:
+        if isinstance(outcome, BaseException):
+            self._error = outcome
+        else:
+            self._value = outcome
+
+
+class _AsyncQueue(redis.asyncio.client.Pipeline):
+    scope: AsyncRequestScope
+
+    def execute_command(self, *args: Any, **options: Any) -> AsyncHandle:  # type: ignore[override]
+        return self.scope._defer(args, options)
+
+
+class AsyncScopeClient(redis.asyncio.Redis):
+    """A ``redis.asyncio.Redis`` whose commands first send what the current async request
+    scope of its pool has queued, in the same round trip."""
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        scope = _scope_for(self.connection_pool)
+        if scope is None or not scope.queued:
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        return await scope._send_with(args, options)
+
+
+def _scope_for(pool: Any) -> AsyncRequestScope | None:
+    for scope in reversed(_active.get()):
+        if scope.pool is pool:
+            return scope
+    return None
+
+
+def current_async_scope(alias: str | None = None) -> AsyncRequestScope | None:
+    """The innermost async request scope open in this context (for ``alias``, if given)."""
+    for scope in reversed(_active.get()):
+        if alias is None or alias in scope.aliases:
+            return scope
+    return None
+
+
+class AsyncRequestScope:
+    """The async twin of ``RequestScope``; open one with ``manager.arequest_scope(alias)``
+    as ``async with``. Deferred commands are queued synchronously (``scope.deferred.set``
+    returns an ``AsyncHandle`` without awaiting); ``await handle.result()``."""
+
+    def __init__(
+        self,
+        pool: AsyncFerritePool,
+        client: AsyncScopeClient,
+        aliases: tuple[str, ...],
+        *,
+        raise_on_error: bool = False,
+        on_error: OnError = "flush",
+    ) -> None:
+        if on_error not in ("flush", "discard"):
+            raise ValueError(f"on_error must be 'flush' or 'discard', not {on_error!r}")
+        self.pool = pool
+        self.client = client
+        self.aliases = aliases
+        self.raise_on_error = raise_on_error
+        self.on_error: OnError = on_error
+        self._queue = _AsyncQueue(pool, client.response_callbacks, False, None)
+        self._queue.scope = self
+        self._handles: list[AsyncHandle] = []
+        self._failures: list[tuple[str, BaseException]] = []
+        self._token: contextvars.Token[tuple[AsyncRequestScope, ...]] | None = None
+        self._depth = 0
+        self._immediate: list[tuple[tuple[Any, ...], dict[str, Any], AsyncHandle]] = []
+        self.round_trips = 0
+        self.commands_sent = 0
+
+    @property
+    def deferred(self) -> _AsyncQueue:
+        return self._queue
+
+    @property
+    def queued(self) -> int:
+        return len(self._handles)
+
+    async def flush(self) -> None:
+        """Send everything queued now, in one round trip."""
+        if self._handles:
+            await self._send(None)
+
+    async def __aenter__(self) -> AsyncRequestScope:
+        if self._depth == 0:
+            self._token = _active.set((*_active.get(), self))
+        self._depth += 1
+        return self
+
+    async def __aexit__(self, kind: Any, error: Any, traceback: Any) -> None:
+        self._depth -= 1
+        if self._depth > 0:
+            return
+        try:
+            if error is not None and self.on_error == "discard":
+                self._discard()
+            else:
+                await self.flush()
+        finally:
+            if self._token is not None:
+                _active.reset(self._token)
+                self._token = None
+        failures, self._failures = self._failures, []
+        self.pool._state.batch_failures += len(failures)
+        for name, failure in failures:
+            logger.warning("Deferred %s failed: %s: %s", name, type(failure).__name__, failure)
+        if failures and self.raise_on_error and error is None:
+            raise PipelineError(failures)
+
+    def _defer(self, args: tuple[Any, ...], options: dict[str, Any]) -> AsyncHandle:
+        name = command_name(args)
+        if name in IMMEDIATE:
+            raise TypeError(
+                f"{name} cannot wait in a request scope's queue; await it through "
+                "scope.client (the queue is sent first)"
+            )
+        handle = AsyncHandle(self, name)
+        self._queue.command_stack.append((args, options))
+        self._handles.append(handle)
+        return handle
+
+    async def _send_with(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+        handle = AsyncHandle(None, command_name(args))
+        self._queue.command_stack.append((args, options))
+        self._handles.append(handle)
+        await self._send(handle)
+        return await handle.result()
+
+    async def _send(self, own: AsyncHandle | None) -> None:
+        handles, self._handles = self._handles, []
+        try:
+            outcomes = await self._queue.execute(raise_on_error=False)
+        except Exception as failure:
+            await self._queue.reset()  # type: ignore[no-untyped-call]
+            outcomes = [failure] * len(handles)
+        self.round_trips += 1
+        self.commands_sent += len(handles)
+        self.pool._state.batch_round_trips += 1
+        self.pool._state.batch_commands += len(handles)
+        for handle, outcome in zip(handles, outcomes, strict=True):
+            handle._settle(outcome)
+            if isinstance(outcome, BaseException) and handle is not own:
+                self._failures.append((handle.name, outcome))
+
+    def _discard(self) -> None:
+        handles, self._handles = self._handles, []
+        self._queue.command_stack.clear()
+        for handle in handles:
+            handle._settle(DiscardedError(f"{handle.name} was not sent: the request failed"))
+        if handles:
+            logger.warning(
+                "Request scope discarded %d deferred command(s) after an error: %s",
+                len(handles),
+                ", ".join(handle.name for handle in handles),
+            )
+
+
+class _Call:
+    __slots__ = ("args", "future", "name", "options")
+
+    def __init__(self, args: tuple[Any, ...], options: dict[str, Any], future: Any) -> None:
+        self.args = args
+        self.options = options
+        self.future = future
+        self.name = command_name(args)
+
+
+class AutoPipeliner:
+    """Batches the commands of one event loop's callers into pipelines.
+
+    Args:
+        pool: the loop's async pool.
+        client: parses replies with its response callbacks.
+        max_batch: the most commands one pipeline carries.
+    """
+
+    def __init__(
+        self, pool: AsyncFerritePool, client: redis.asyncio.Redis, max_batch: int = 1000
+    ) -> None:
+        self.pool = pool
+        self.client = client
+        self.max_batch = max_batch
+        self._waiting: deque[_Call] = deque()
+        self._sender: asyncio.Task[None] | None = None
+
+    async def submit(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+        """Queue one command and wait for its own reply (or its own error)."""
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Call(args, options, future))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.get_running_loop().create_task(self._send_all())
+        return await future
+
+    async def _send_all(self) -> None:
+        await asyncio.sleep(0)  # let every caller of this tick join the first batch
+        while self._waiting:
+            batch = [
+                self._waiting.popleft() for _ in range(min(self.max_batch, len(self._waiting)))
+            ]
+            batch = [call for call in batch if not call.future.cancelled()]
+            if batch:
+                await self._send(batch)
+
+    async def _send(self, batch: list[_Call]) -> None:
+        try:
+            connection = await self.pool.get_connection()
+        except Exception as failure:
+            _fail(batch, failure)
+            return
+        healthy = False
+        try:
+            commands = [call.args for call in batch]
+            await connection.send_packed_command(connection.pack_commands(commands))
+            for index, call in enumerate(batch):
+                try:
+                    reply = await self.client.parse_response(
+                        connection, call.args[0], **call.options
+                    )
+                except redis.exceptions.ResponseError as error:
+                    reply = error
+                except BaseException as failure:
+                    _fail(batch[index:], failure)
+                    raise
+                if not call.future.done():  # a cancelled caller's reply is read and dropped
+                    if isinstance(reply, BaseException):
+                        call.future.set_exception(reply)
+                    else:
+                        call.future.set_result(reply)
+            healthy = True
+        except Exception as failure:
+            _fail(batch, failure)
+        finally:
+            if not healthy:
+                await connection.disconnect(nowait=True)
+            await self.pool.release(connection)
+            self.pool._state.batch_round_trips += 1
+            self.pool._state.batch_commands += len(batch)
+
+
+def _fail(calls: list[_Call], failure: BaseException) -> None:
+    for call in calls:
+        if not call.future.done():
+            call.future.set_exception(failure)
+
+
+class AutoPipelineClient(redis.asyncio.Redis):
+    """A ``redis.asyncio.Redis`` whose commands are batched by an ``AutoPipeliner``.
+    Blocking commands, pub/sub, transactions and WATCH bypass the batcher."""
+
+    pipeliner: AutoPipeliner
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        if command_name(args) in BYPASS:
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        return await self.pipeliner.submit(args, options)
