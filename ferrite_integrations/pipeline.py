@@ -299,11 +299,14 @@ class RequestScope:
         return handle.result()
 
     def _send(self, own: Handle | None) -> None:
+        # The queue is handed over whole, with its handles, to a pipeline of its own: what
+        # is queued while it is in flight starts the next batch and cannot mix with it.
         handles, self._handles = self._handles, []
+        batch = redis.client.Pipeline(self.pool, self.client.response_callbacks, False, None)
+        batch.command_stack, self._queue.command_stack = self._queue.command_stack, []
         try:
-            outcomes = self._queue.execute(raise_on_error=False)
+            outcomes = batch.execute(raise_on_error=False)
         except BaseException as failure:  # nothing can be assumed applied: all fail
-            self._queue.reset()
             outcomes = [failure] * len(handles)
             if not isinstance(failure, Exception):
                 for handle in handles:
@@ -317,7 +320,7 @@ class RequestScope:
 
     def _discard(self) -> None:
         handles, self._handles = self._handles, []
-        self._queue.reset()
+        self._queue.command_stack = []
         for handle in handles:
             handle._settle(DiscardedError(f"{handle.name} was not sent: the request failed first"))
         if handles:

@@ -210,11 +210,20 @@ class AsyncRequestScope:
         return await handle.result()
 
     async def _send(self, own: AsyncHandle | None) -> None:
+        # See RequestScope._send: the batch gets its own pipeline, so tasks that share this
+        # scope (tasks inherit their context) can queue while it is in flight.
         handles, self._handles = self._handles, []
+        batch = redis.asyncio.client.Pipeline(
+            self.pool, self.client.response_callbacks, False, None
+        )
+        batch.command_stack, self._queue.command_stack = self._queue.command_stack, []
         try:
-            outcomes = await self._queue.execute(raise_on_error=False)
-        except Exception as failure:
-            await self._queue.reset()  # type: ignore[no-untyped-call]
+            outcomes = await batch.execute(raise_on_error=False)
+        except BaseException as failure:  # nothing can be assumed applied: all fail
+            for handle in handles:
+                handle._settle(failure)
+            if not isinstance(failure, Exception):
+                raise
             outcomes = [failure] * len(handles)
         self.round_trips += 1
         self.commands_sent += len(handles)
@@ -227,7 +236,7 @@ class AsyncRequestScope:
 
     def _discard(self) -> None:
         handles, self._handles = self._handles, []
-        self._queue.command_stack.clear()
+        self._queue.command_stack = []
         for handle in handles:
             handle._settle(DiscardedError(f"{handle.name} was not sent: the request failed"))
         if handles:

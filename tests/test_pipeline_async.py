@@ -227,3 +227,20 @@ def test_async_scope_errors_and_exit_by_exception(
 
     run(manager, body)
     assert direct.mget(["ok", "written"]) == [b"1", b"yes"]
+
+
+def test_tasks_spawned_inside_a_scope_share_it_safely(
+    manager: PoolManager, direct: redis.Redis
+) -> None:
+    async def body() -> None:
+        async with manager.arequest_scope() as scope:
+
+            async def worker(index: int) -> None:
+                handle = scope.deferred.set(f"w{index}", index)
+                assert await scope.client.get(f"w{index}") == str(index).encode()
+                assert await handle.result() is True
+
+            await asyncio.gather(*(worker(index) for index in range(50)))
+
+    run(manager, body)
+    assert direct.mget([f"w{i}" for i in range(50)]) == [str(i).encode() for i in range(50)]
