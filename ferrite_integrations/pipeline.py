@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import redis
 import redis.client
 import redis.exceptions
+from redis.client import EMPTY_RESPONSE, NEVER_DECODE, CaseInsensitiveDict
 
 from ferrite_integrations.errors import FerriteError
 from ferrite_integrations.pool import FerritePool
@@ -46,12 +48,43 @@ IMMEDIATE: frozenset[str] = frozenset(
         "BLPOP", "BRPOP", "BLMOVE", "BRPOPLPUSH", "BLMPOP", "BZPOPMIN", "BZPOPMAX",
         "BZMPOP", "XREAD", "XREADGROUP", "WAIT", "WAITAOF",
         "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE",
-        "SUNSUBSCRIBE", "MONITOR",
-        "WATCH", "UNWATCH", "MULTI", "EXEC", "DISCARD",
+        "SUNSUBSCRIBE",
         "SCAN", "SSCAN", "HSCAN", "ZSCAN",
-        "SELECT", "AUTH", "HELLO", "RESET", "QUIT", "CLIENT REPLY",
     }
 )  # fmt: skip
+
+# Commands that change the connection's own state: run through a pooled connection they
+# would leave it changed for the next user. The transaction API is scope.client.pipeline().
+STATEFUL: frozenset[str] = frozenset(
+    {"WATCH", "UNWATCH", "MULTI", "EXEC", "DISCARD", "SELECT", "AUTH", "HELLO", "RESET"}
+    | {"CLIENT REPLY", "MONITOR", "QUIT"}
+)
+_NOT_FOR_CALLBACKS = frozenset({NEVER_DECODE, EMPTY_RESPONSE, "keys"})
+
+
+def stateful_error(name: str) -> TypeError:
+    return TypeError(
+        f"{name} changes the connection's state and cannot run through a request scope; "
+        "use scope.client.pipeline() for transactions and a dedicated client for the rest"
+    )
+
+
+def apply_callback(
+    callbacks: Any, args: tuple[Any, ...], options: Mapping[str, Any], raw: Any
+) -> Any:
+    """Turn one raw reply into what redis-py's command method returns. Errors (from the
+    server, or from the callback) are returned, not raised: they belong to that command."""
+    if isinstance(raw, BaseException):
+        return raw
+    name = args[0]
+    if name not in callbacks:
+        return raw
+    try:
+        kept = {key: value for key, value in options.items() if key not in _NOT_FOR_CALLBACKS}
+        return callbacks[name](raw, **kept)
+    except Exception as error:
+        return error
+
 
 _active: contextvars.ContextVar[tuple[RequestScope, ...]] = contextvars.ContextVar(
     "ferrite_request_scopes", default=()
@@ -147,8 +180,19 @@ class _Queue(redis.client.Pipeline):
         return self.scope.client.pubsub(**kwargs)
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
-        self.scope.flush()
         return self.scope.client.pipeline(transaction, shard_hint)
+
+    def multi(self) -> None:
+        raise stateful_error("MULTI")
+
+
+class _FlushingPipeline(redis.client.Pipeline):
+    """A pipeline that sends the request scope's queue when it executes, not when it was
+    made: writes deferred in between are seen by its reads."""
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        _flush_current(self.connection_pool)
+        return super().execute(raise_on_error)
 
 
 class ScopeClient(redis.Redis):
@@ -157,13 +201,14 @@ class ScopeClient(redis.Redis):
 
     def execute_command(self, *args: Any, **options: Any) -> Any:
         scope = _scope_for(self.connection_pool)
-        if scope is None or not scope.queued:
+        if scope is None or not scope.busy:
             return super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         return scope._send_with(args, options)
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
-        _flush_current(self.connection_pool)
-        return super().pipeline(transaction, shard_hint)
+        return _FlushingPipeline(
+            self.connection_pool, self.response_callbacks, transaction, shard_hint
+        )
 
     def pubsub(self, **kwargs: Any) -> Any:
         _flush_current(self.connection_pool)
@@ -227,6 +272,10 @@ class RequestScope:
         self._queue = _Queue(pool, client.response_callbacks, transaction=False, shard_hint=None)
         self._queue.scope = self
         self._handles: list[Handle] = []
+        # Guards the queue and orders sends: a read waits for a batch in flight that may hold
+        # earlier writes (a scope can be shared by threads through copied contexts).
+        self._send_lock = threading.RLock()
+        self._sending = 0
         self._failures: list[tuple[str, BaseException]] = []
         self._token: contextvars.Token[tuple[RequestScope, ...]] | None = None
         self._depth = 0
@@ -243,10 +292,16 @@ class RequestScope:
         """How many commands wait to be sent."""
         return len(self._handles)
 
+    @property
+    def busy(self) -> bool:
+        """Whether commands are queued or a batch is in flight: a read must go after them."""
+        return bool(self._handles) or self._sending > 0
+
     def flush(self) -> None:
         """Send everything queued now, in one round trip."""
-        if self._handles:
-            self._send(None)
+        with self._send_lock:
+            if self._handles:
+                self._send(None)
 
     # -- the context manager ----------------------------------------------------------------
 
@@ -275,52 +330,68 @@ class RequestScope:
 
     def _defer(self, args: tuple[Any, ...], options: dict[str, Any]) -> Handle:
         name = command_name(args)
+        if name in STATEFUL:
+            raise stateful_error(name)
         if name in IMMEDIATE or self._depth == 0:
             handle = Handle(None, name)
             try:
                 handle._settle(self._send_with(args, options))
             except redis.exceptions.RedisError as failure:
                 handle._settle(failure)
+                if self._depth > 0:
+                    self._failures.append((name, failure))
             return handle
         handle = Handle(self, name)
-        self._queue.command_stack.append((args, options))
-        self._handles.append(handle)
+        with self._send_lock:
+            self._queue.command_stack.append((args, options))
+            self._handles.append(handle)
         return handle
 
     def _send_with(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
         """Send the queue and this command together; return this command's reply."""
-        if not self._handles:
-            self._count(1)
-            return redis.Redis.execute_command(self.client, *args, **options)  # type: ignore[no-untyped-call]
-        handle = Handle(None, command_name(args))
-        self._queue.command_stack.append((args, options))
-        self._handles.append(handle)
-        self._send(handle)
+        with self._send_lock:
+            if not self._handles:
+                self._count(1)
+                return redis.Redis.execute_command(self.client, *args, **options)  # type: ignore[no-untyped-call]
+            handle = Handle(None, command_name(args))
+            self._queue.command_stack.append((args, options))
+            self._handles.append(handle)
+            self._send(handle)
         return handle.result()
 
     def _send(self, own: Handle | None) -> None:
-        # The queue is handed over whole, with its handles, to a pipeline of its own: what
-        # is queued while it is in flight starts the next batch and cannot mix with it.
+        # Caller holds _send_lock. The queue is handed over whole, with its handles and
+        # scripts, to a pipeline of its own. The batch reads raw replies (no callbacks), so
+        # a callback that fails cannot leave unread replies on the connection; callbacks
+        # run afterwards, each failure belonging to its own command.
         handles, self._handles = self._handles, []
-        batch = redis.client.Pipeline(self.pool, self.client.response_callbacks, False, None)
-        batch.command_stack, self._queue.command_stack = self._queue.command_stack, []
+        stack, self._queue.command_stack = self._queue.command_stack, []
+        batch = redis.client.Pipeline(self.pool, CaseInsensitiveDict({}), False, None)
+        batch.command_stack = stack
+        batch.scripts, self._queue.scripts = self._queue.scripts, set()
+        self._sending += 1
         try:
-            outcomes = batch.execute(raise_on_error=False)
+            raw = batch.execute(raise_on_error=False)
         except BaseException as failure:  # nothing can be assumed applied: all fail
-            outcomes = [failure] * len(handles)
+            raw = [failure] * len(handles)
             if not isinstance(failure, Exception):
                 for handle in handles:
                     handle._settle(failure)
                 raise
+        finally:
+            self._sending -= 1
         self._count(len(handles))
-        for handle, outcome in zip(handles, outcomes, strict=True):
+        callbacks = self.client.response_callbacks
+        for handle, (args, options), reply in zip(handles, stack, raw, strict=True):
+            outcome = apply_callback(callbacks, args, options, reply)
             handle._settle(outcome)
             if isinstance(outcome, BaseException) and handle is not own:
                 self._failures.append((handle.name, outcome))
 
     def _discard(self) -> None:
-        handles, self._handles = self._handles, []
-        self._queue.command_stack = []
+        with self._send_lock:
+            handles, self._handles = self._handles, []
+            self._queue.command_stack = []
         for handle in handles:
             handle._settle(DiscardedError(f"{handle.name} was not sent: the request failed first"))
         if handles:

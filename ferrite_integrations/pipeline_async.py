@@ -24,12 +24,16 @@ from typing import Any
 import redis.asyncio
 import redis.asyncio.client
 import redis.exceptions
+from redis.client import EMPTY_RESPONSE, NEVER_DECODE, CaseInsensitiveDict
 
 from ferrite_integrations.pipeline import (
     IMMEDIATE,
+    STATEFUL,
     DiscardedError,
     OnError,
     PipelineError,
+    apply_callback,
+    stateful_error,
 )
 from ferrite_integrations.pool_async import AsyncFerritePool
 from ferrite_integrations.retry import command_name
@@ -50,7 +54,7 @@ _active: contextvars.ContextVar[tuple[AsyncRequestScope, ...]] = contextvars.Con
 )
 _PENDING = object()
 # Transactions, blocking commands and pub/sub need a connection of their own.
-BYPASS: frozenset[str] = IMMEDIATE | {"PUBLISH"}
+BYPASS: frozenset[str] = IMMEDIATE | STATEFUL | {"PUBLISH"}
 
 
 class AsyncHandle:
@@ -93,6 +97,23 @@ class _AsyncQueue(redis.asyncio.client.Pipeline):
     def execute_command(self, *args: Any, **options: Any) -> AsyncHandle:  # type: ignore[override]
         return self.scope._defer(args, options)
 
+    def multi(self) -> None:
+        raise stateful_error("MULTI")
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        return self.scope.client.pipeline(transaction, shard_hint)
+
+
+class _FlushingPipeline(redis.asyncio.client.Pipeline):
+    """Sends the async request scope's queue when it executes (see the sync twin)."""
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        scope = _scope_for(self.connection_pool)
+        if scope is not None:
+            await scope.flush()
+        result: list[Any] = await super().execute(raise_on_error)
+        return result
+
 
 class AsyncScopeClient(redis.asyncio.Redis):
     """A ``redis.asyncio.Redis`` whose commands first send what the current async request
@@ -100,9 +121,14 @@ class AsyncScopeClient(redis.asyncio.Redis):
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         scope = _scope_for(self.connection_pool)
-        if scope is None or not scope.queued:
+        if scope is None or not scope.busy:
             return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         return await scope._send_with(args, options)
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        return _FlushingPipeline(
+            self.connection_pool, self.response_callbacks, transaction, shard_hint
+        )
 
 
 def _scope_for(pool: Any) -> AsyncRequestScope | None:
@@ -147,7 +173,8 @@ class AsyncRequestScope:
         self._failures: list[tuple[str, BaseException]] = []
         self._token: contextvars.Token[tuple[AsyncRequestScope, ...]] | None = None
         self._depth = 0
-        self._immediate: list[tuple[tuple[Any, ...], dict[str, Any], AsyncHandle]] = []
+        self._send_lock = asyncio.Lock()  # orders sends: a read waits for a batch in flight
+        self._sending = 0
         self.round_trips = 0
         self.commands_sent = 0
 
@@ -159,10 +186,16 @@ class AsyncRequestScope:
     def queued(self) -> int:
         return len(self._handles)
 
+    @property
+    def busy(self) -> bool:
+        """Whether commands are queued or a batch is in flight: a read must go after them."""
+        return bool(self._handles) or self._sending > 0
+
     async def flush(self) -> None:
         """Send everything queued now, in one round trip."""
-        if self._handles:
-            await self._send(None)
+        async with self._send_lock:
+            if self._handles:
+                await self._send(None)
 
     async def __aenter__(self) -> AsyncRequestScope:
         if self._depth == 0:
@@ -192,10 +225,17 @@ class AsyncRequestScope:
 
     def _defer(self, args: tuple[Any, ...], options: dict[str, Any]) -> AsyncHandle:
         name = command_name(args)
+        if name in STATEFUL:
+            raise stateful_error(name)
         if name in IMMEDIATE:
             raise TypeError(
                 f"{name} cannot wait in a request scope's queue; await it through "
                 "scope.client (the queue is sent first)"
+            )
+        if self._depth == 0:
+            raise RuntimeError(
+                f"{name} was deferred outside its request scope (the scope has ended, or "
+                "was never entered); use the client, or open a new scope"
             )
         handle = AsyncHandle(self, name)
         self._queue.command_stack.append((args, options))
@@ -203,33 +243,48 @@ class AsyncRequestScope:
         return handle
 
     async def _send_with(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
-        handle = AsyncHandle(None, command_name(args))
-        self._queue.command_stack.append((args, options))
-        self._handles.append(handle)
-        await self._send(handle)
+        async with self._send_lock:
+            if not self._handles:
+                self.round_trips += 1
+                self.commands_sent += 1
+                return await redis.asyncio.Redis.execute_command(self.client, *args, **options)  # type: ignore[no-untyped-call]
+            handle = AsyncHandle(None, command_name(args))
+            self._queue.command_stack.append((args, options))
+            self._handles.append(handle)
+            await self._send(handle)
         return await handle.result()
 
     async def _send(self, own: AsyncHandle | None) -> None:
-        # See RequestScope._send: the batch gets its own pipeline, so tasks that share this
-        # scope (tasks inherit their context) can queue while it is in flight.
+        # Caller holds _send_lock. See RequestScope._send: own pipeline, raw replies,
+        # callbacks applied per command afterwards.
         handles, self._handles = self._handles, []
-        batch = redis.asyncio.client.Pipeline(
-            self.pool, self.client.response_callbacks, False, None
-        )
-        batch.command_stack, self._queue.command_stack = self._queue.command_stack, []
+        stack, self._queue.command_stack = self._queue.command_stack, []
+        batch = redis.asyncio.client.Pipeline(self.pool, CaseInsensitiveDict({}), False, None)
+        batch.command_stack = stack
+        batch.scripts, self._queue.scripts = self._queue.scripts, set()
+        self._sending += 1
         try:
-            outcomes = await batch.execute(raise_on_error=False)
-        except BaseException as failure:  # nothing can be assumed applied: all fail
+            raw = await batch.execute(raise_on_error=False)
+        except asyncio.CancelledError:
+            unknown = redis.exceptions.ConnectionError(
+                "The request was cancelled while this command was in flight: whether the "
+                "server applied it is unknown"
+            )
             for handle in handles:
-                handle._settle(failure)
-            if not isinstance(failure, Exception):
-                raise
-            outcomes = [failure] * len(handles)
+                handle._settle(unknown)
+                self._failures.append((handle.name, unknown))
+            raise
+        except Exception as failure:  # nothing can be assumed applied: all fail
+            raw = [failure] * len(handles)
+        finally:
+            self._sending -= 1
         self.round_trips += 1
         self.commands_sent += len(handles)
         self.pool._state.batch_round_trips += 1
         self.pool._state.batch_commands += len(handles)
-        for handle, outcome in zip(handles, outcomes, strict=True):
+        callbacks = self.client.response_callbacks
+        for handle, (args, options), reply in zip(handles, stack, raw, strict=True):
+            outcome = apply_callback(callbacks, args, options, reply)
             handle._settle(outcome)
             if isinstance(outcome, BaseException) and handle is not own:
                 self._failures.append((handle.name, outcome))
@@ -284,49 +339,72 @@ class AutoPipeliner:
         return await future
 
     async def _send_all(self) -> None:
-        await asyncio.sleep(0)  # let every caller of this tick join the first batch
-        while self._waiting:
-            batch = [
-                self._waiting.popleft() for _ in range(min(self.max_batch, len(self._waiting)))
-            ]
-            batch = [call for call in batch if not call.future.cancelled()]
-            if batch:
-                await self._send(batch)
+        try:
+            await asyncio.sleep(0)  # let every caller of this tick join the first batch
+            while self._waiting:
+                count = min(self.max_batch, len(self._waiting))
+                batch = [self._waiting.popleft() for _ in range(count)]
+                batch = [call for call in batch if not call.future.cancelled()]
+                if batch:
+                    await self._send(batch)
+        except BaseException as failure:  # the sender itself was cancelled: nobody may hang
+            waiting, self._waiting = list(self._waiting), deque()
+            _fail(waiting, _stopped(failure))
+            raise
 
     async def _send(self, batch: list[_Call]) -> None:
         try:
             connection = await self.pool.get_connection()
-        except Exception as failure:
-            _fail(batch, failure)
+        except BaseException as failure:
+            _fail(batch, _stopped(failure))
+            _raise_if_stopping(failure)
             return
         healthy = False
         try:
-            commands = [call.args for call in batch]
-            await connection.send_packed_command(connection.pack_commands(commands))
+            await connection.send_packed_command(
+                connection.pack_commands([call.args for call in batch])
+            )
+            callbacks = self.client.response_callbacks
             for index, call in enumerate(batch):
                 try:
-                    reply = await self.client.parse_response(
-                        connection, call.args[0], **call.options
+                    raw = await connection.read_response(
+                        disable_decoding=NEVER_DECODE in call.options
                     )
                 except redis.exceptions.ResponseError as error:
-                    reply = error
+                    raw = call.options.get(EMPTY_RESPONSE, error)
                 except BaseException as failure:
-                    _fail(batch[index:], failure)
+                    _fail(batch[index:], _stopped(failure))
                     raise
+                outcome = apply_callback(callbacks, call.args, call.options, raw)
                 if not call.future.done():  # a cancelled caller's reply is read and dropped
-                    if isinstance(reply, BaseException):
-                        call.future.set_exception(reply)
+                    if isinstance(outcome, BaseException):
+                        call.future.set_exception(outcome)
                     else:
-                        call.future.set_result(reply)
+                        call.future.set_result(outcome)
             healthy = True
-        except Exception as failure:
-            _fail(batch, failure)
+        except BaseException as failure:
+            _fail(batch, _stopped(failure))
+            _raise_if_stopping(failure)
         finally:
             if not healthy:
                 await connection.disconnect(nowait=True)
             await self.pool.release(connection)
             self.pool._state.batch_round_trips += 1
             self.pool._state.batch_commands += len(batch)
+
+
+def _stopped(failure: BaseException) -> BaseException:
+    if isinstance(failure, asyncio.CancelledError):
+        return redis.exceptions.ConnectionError(
+            "The pipelining task was cancelled (event loop shutting down?) before this "
+            "command's reply was read: whether the server applied it is unknown"
+        )
+    return failure
+
+
+def _raise_if_stopping(failure: BaseException) -> None:
+    if not isinstance(failure, Exception):
+        raise failure
 
 
 def _fail(calls: list[_Call], failure: BaseException) -> None:
@@ -342,6 +420,14 @@ class AutoPipelineClient(redis.asyncio.Redis):
     pipeliner: AutoPipeliner
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
+        scope = _scope_for(self.connection_pool)
+        if scope is not None and scope.busy:  # read-your-writes: after the scope's queue
+            return await scope._send_with(args, options)
         if command_name(args) in BYPASS:
             return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         return await self.pipeliner.submit(args, options)
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        return _FlushingPipeline(
+            self.connection_pool, self.response_callbacks, transaction, shard_hint
+        )
