@@ -23,6 +23,7 @@ from ferrite_integrations.pipeline import (
 )
 from ferrite_integrations.pool import FerritePool
 from ferrite_integrations.pool_async import AsyncFerritePool
+from ferrite_integrations.values import ValueCodec
 
 __all__ = [
     "AsyncFerritePool",
@@ -39,6 +40,7 @@ __all__ = [
     "RequestScope",
     "ServerUnavailableError",
     "TLSError",
+    "ValueCodec",
     "connection_kwargs",
     "current_scope",
     "default_client_name",

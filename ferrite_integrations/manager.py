@@ -148,6 +148,23 @@ class PoolManager:
             self._configs[alias] = config
         return config
 
+    def alias_for(self, config: PoolConfig, prefix: str) -> str:
+        """An alias bound to ``config``: an existing one whose name starts with ``prefix``,
+        else a new one named after the server (``django:cache:6379/0``, then ``...#2`` for
+        another configuration of the same server). For adapters that configure pools from
+        framework settings that have no alias of their own."""
+        base = f"{prefix}:{config.address}/{config.db}"
+        with self._lock:
+            for alias, bound in self._configs.items():
+                if bound == config and alias.startswith(f"{prefix}:"):
+                    return alias
+            alias, number = base, 1
+            while alias in self._configs:
+                number += 1
+                alias = f"{base}#{number}"
+            self._configs[alias] = config
+            return alias
+
     def config(self, alias: str = "default") -> PoolConfig:
         """The configuration bound to ``alias``.
 

@@ -1,0 +1,447 @@
+"""``FerriteCache``: a Django cache backend on the shared pool manager.
+
+A facade: each method makes the key, turns the timeout into seconds, and delegates to the
+core (pool, codec, degraded mode). Semantics follow Django's own ``RedisCache``, edge cases
+included; sync methods use the shared sync pool, ``a*`` methods the running event loop's
+async pool, with no thread hop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from typing import Any, Literal
+
+import redis
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+
+from ferrite_integrations import ConfigError, PoolConfig, ValueCodec, get_manager
+
+__all__ = ["FerriteCache"]
+
+_BACKEND_OPTIONS = frozenset(
+    {"serializer", "compressor", "compress_min_size", "ignore_exceptions", "clear", "pool"}
+)
+_SCAN_BATCH = 500
+
+
+def _location(server: Any) -> str | None:
+    if server in (None, ""):
+        return None
+    if isinstance(server, list | tuple):
+        if len(server) != 1:
+            raise ConfigError(
+                "FerriteCache talks to one server: give LOCATION a single URL "
+                f"(got {len(server)}).",
+                option="LOCATION",
+            )
+        server = server[0]
+    if not isinstance(server, str):
+        raise ConfigError(
+            f"LOCATION must be a URL string such as 'redis://127.0.0.1:6379/0'; got {server!r}.",
+            option="LOCATION",
+        )
+    return server
+
+
+class FerriteCache(BaseCache):
+    """``CACHES = {"default": {"BACKEND": "ferrite_integrations.django.FerriteCache",
+    "LOCATION": "redis://...", "OPTIONS": {...}}}``.
+
+    ``OPTIONS`` takes every pool option (``max_connections``, ``socket_timeout``, TLS, ...)
+    and: ``serializer`` (``"pickle"``, ``"json"``, ``"msgpack"`` or a dotted path),
+    ``compressor`` (``"zlib"``, ``"zstd"``, ``"lz4"``, a dotted path, or ``None``),
+    ``compress_min_size`` (bytes, default 256), ``ignore_exceptions`` (server errors become
+    misses; default ``False``), ``clear`` (``"flush"``: FLUSHDB, the default; ``"prefix"``:
+    delete only this cache's keys) and ``pool`` (the alias of a pool configured elsewhere).
+    """
+
+    def __init__(self, server: Any, params: dict[str, Any]) -> None:
+        super().__init__(params)
+        options = dict(params.get("OPTIONS") or {})
+        backend = {name: options.pop(name) for name in list(options) if name in _BACKEND_OPTIONS}
+        self._manager = get_manager()
+        self._alias = self._pool_alias(server, backend.get("pool"), options)
+        self._codec = ValueCodec(
+            backend.get("serializer", "pickle"),
+            backend.get("compressor"),
+            backend.get("compress_min_size", 256),
+        )
+        self._ignore_exceptions = bool(backend.get("ignore_exceptions", False))
+        clear = backend.get("clear", "flush")
+        if clear not in ("flush", "prefix"):
+            raise ConfigError(
+                f"Option 'clear' must be 'flush' (FLUSHDB) or 'prefix' (only this cache's "
+                f"keys); got {clear!r}.",
+                option="clear",
+            )
+        self._clear: Literal["flush", "prefix"] = clear
+
+    def _pool_alias(self, server: Any, pool: Any, options: dict[str, Any]) -> str:
+        if pool is not None:
+            if options or _location(server):
+                raise ConfigError(
+                    f"Option 'pool' ({pool!r}) names a pool configured elsewhere; give either "
+                    "it or LOCATION and pool options, not both.",
+                    option="pool",
+                )
+            self._manager.config(pool)  # a clear error now if it is unknown
+            return str(pool)
+        config = PoolConfig.from_url(_location(server), **options)
+        return self._manager.alias_for(config, "django")
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    @property
+    def pool_alias(self) -> str:
+        """The manager alias of this cache's pool."""
+        return self._alias
+
+    def get_client(self, key: Any = None, *, write: bool = False) -> redis.Redis:
+        """The raw redis-py client on this cache's shared pool."""
+        return self._manager.client(self._alias)
+
+    def _async_client(self) -> redis.asyncio.Redis:
+        return self._manager.async_client(self._alias)
+
+    def get_backend_timeout(self, timeout: Any = DEFAULT_TIMEOUT) -> int | None:
+        """Seconds for the server: ``None`` never expires; 0 or less deletes at once."""
+        if timeout == DEFAULT_TIMEOUT:
+            timeout = self.default_timeout
+        return None if timeout is None else max(0, int(timeout))
+
+    def _run(self, call: Callable[[], Any], default: Any = None) -> Any:
+        if not self._ignore_exceptions:
+            return call()
+        return self._manager.degraded(self._alias).call(call, default=default)
+
+    async def _arun(self, call: Callable[[], Awaitable[Any]], default: Any = None) -> Any:
+        if not self._ignore_exceptions:
+            return await call()
+        return await self._manager.degraded(self._alias).acall(call, default=default)
+
+    def _loads(self, raw: Any, default: Any) -> Any:
+        return default if raw is None else self._codec.loads(raw)
+
+    # -- the cache API (sync) ---------------------------------------------------------------
+
+    def add(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None
+    ) -> bool:
+        key = self.make_and_validate_key(key, version=version)
+        seconds, data, client = (
+            self.get_backend_timeout(timeout),
+            self._codec.dumps(value),
+            self.get_client(),
+        )
+
+        def add() -> bool:
+            if seconds == 0:
+                added = bool(client.set(key, data, nx=True))
+                if added:
+                    client.delete(key)
+                return added
+            return bool(client.set(key, data, ex=seconds, nx=True))
+
+        return bool(self._run(add, default=False))
+
+    def get(self, key: Any, default: Any = None, version: Any = None) -> Any:
+        key = self.make_and_validate_key(key, version=version)
+        client = self.get_client()
+        return self._run(lambda: self._loads(client.get(key), default), default=default)
+
+    def set(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None
+    ) -> None:
+        key = self.make_and_validate_key(key, version=version)
+        seconds, data, client = (
+            self.get_backend_timeout(timeout),
+            self._codec.dumps(value),
+            self.get_client(),
+        )
+        if seconds == 0:
+            self._run(lambda: client.delete(key))
+        else:
+            self._run(lambda: client.set(key, data, ex=seconds))
+
+    def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> bool:
+        key = self.make_and_validate_key(key, version=version)
+        seconds, client = self.get_backend_timeout(timeout), self.get_client()
+        if seconds is None:
+            return bool(self._run(lambda: client.persist(key), default=False))
+        return bool(self._run(lambda: client.expire(key, seconds), default=False))
+
+    def delete(self, key: Any, version: Any = None) -> bool:
+        key = self.make_and_validate_key(key, version=version)
+        client = self.get_client()
+        return bool(self._run(lambda: client.delete(key), default=False))
+
+    def get_many(self, keys: Iterable[Any], version: Any = None) -> dict[Any, Any]:
+        made = {self.make_and_validate_key(key, version=version): key for key in keys}
+        if not made:
+            return {}
+        client = self.get_client()
+        raw = self._run(lambda: client.mget(list(made)), default=[None] * len(made))
+        return {
+            made[k]: self._codec.loads(v) for k, v in zip(made, raw, strict=True) if v is not None
+        }
+
+    def has_key(self, key: Any, version: Any = None) -> bool:
+        key = self.make_and_validate_key(key, version=version)
+        client = self.get_client()
+        return bool(self._run(lambda: client.exists(key), default=False))
+
+    def incr(self, key: Any, delta: int = 1, version: Any = None) -> int:
+        made = self.make_and_validate_key(key, version=version)
+        client = self.get_client()
+
+        def incr() -> int:
+            if not client.exists(made):
+                raise ValueError(f"Key '{made}' not found.")
+            return int(client.incrby(made, delta))
+
+        result = self._run(incr)
+        if result is None:  # degraded: the key cannot be found while the server is away
+            raise ValueError(f"Key '{made}' not found (the cache server is unavailable).")
+        return int(result)
+
+    def set_many(
+        self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: Any = None
+    ) -> list[Any]:
+        if not data:
+            return []
+        values = {
+            self.make_and_validate_key(k, version=version): self._codec.dumps(v)
+            for k, v in data.items()
+        }
+        seconds, client = self.get_backend_timeout(timeout), self.get_client()
+
+        def set_many() -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            if seconds == 0:
+                pipe.delete(*values)
+            else:
+                pipe.mset(values)
+                if seconds is not None:
+                    for key in values:
+                        pipe.expire(key, seconds)
+            pipe.execute()
+            return []
+
+        return list(self._run(set_many, default=list(data)))
+
+    def delete_many(self, keys: Iterable[Any], version: Any = None) -> None:
+        made = [self.make_and_validate_key(key, version=version) for key in keys]
+        if made:
+            client = self.get_client()
+            self._run(lambda: client.delete(*made))
+
+    def clear(self) -> bool:
+        client = self.get_client()
+        if self._clear == "flush":
+            return bool(self._run(client.flushdb, default=False))
+        pattern = self._all_keys_pattern()
+        return self._run(lambda: self._delete_matching(client, pattern)) is not None
+
+    def close(self, **kwargs: Any) -> None:
+        """Django calls this after every request: the shared pool stays open (closing it
+        would reconnect on every request)."""
+
+    # -- the cache API (async, native) ------------------------------------------------------
+
+    async def aadd(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None
+    ) -> bool:
+        key = self.make_and_validate_key(key, version=version)
+        seconds, data, client = (
+            self.get_backend_timeout(timeout),
+            self._codec.dumps(value),
+            self._async_client(),
+        )
+
+        async def add() -> bool:
+            if seconds == 0:
+                added = bool(await client.set(key, data, nx=True))
+                if added:
+                    await client.delete(key)
+                return added
+            return bool(await client.set(key, data, ex=seconds, nx=True))
+
+        return bool(await self._arun(add, default=False))
+
+    async def aget(self, key: Any, default: Any = None, version: Any = None) -> Any:
+        key = self.make_and_validate_key(key, version=version)
+        client = self._async_client()
+
+        async def get() -> Any:
+            return self._loads(await client.get(key), default)
+
+        return await self._arun(get, default=default)
+
+    async def aset(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None
+    ) -> None:
+        key = self.make_and_validate_key(key, version=version)
+        seconds, data, client = (
+            self.get_backend_timeout(timeout),
+            self._codec.dumps(value),
+            self._async_client(),
+        )
+        if seconds == 0:
+            await self._arun(lambda: client.delete(key))
+        else:
+            await self._arun(lambda: client.set(key, data, ex=seconds))
+
+    async def atouch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> bool:
+        key = self.make_and_validate_key(key, version=version)
+        seconds, client = self.get_backend_timeout(timeout), self._async_client()
+        if seconds is None:
+            return bool(await self._arun(lambda: client.persist(key), default=False))
+        return bool(await self._arun(lambda: client.expire(key, seconds), default=False))
+
+    async def adelete(self, key: Any, version: Any = None) -> bool:
+        key = self.make_and_validate_key(key, version=version)
+        client = self._async_client()
+        return bool(await self._arun(lambda: client.delete(key), default=False))
+
+    async def aget_many(self, keys: Iterable[Any], version: Any = None) -> dict[Any, Any]:
+        made = {self.make_and_validate_key(key, version=version): key for key in keys}
+        if not made:
+            return {}
+        client = self._async_client()
+        raw = await self._arun(lambda: client.mget(list(made)), default=[None] * len(made))
+        return {
+            made[k]: self._codec.loads(v) for k, v in zip(made, raw, strict=True) if v is not None
+        }
+
+    async def ahas_key(self, key: Any, version: Any = None) -> bool:
+        key = self.make_and_validate_key(key, version=version)
+        client = self._async_client()
+        return bool(await self._arun(lambda: client.exists(key), default=False))
+
+    async def aincr(self, key: Any, delta: int = 1, version: Any = None) -> int:
+        made = self.make_and_validate_key(key, version=version)
+        client = self._async_client()
+
+        async def incr() -> int:
+            if not await client.exists(made):
+                raise ValueError(f"Key '{made}' not found.")
+            return int(await client.incrby(made, delta))
+
+        result = await self._arun(incr)
+        if result is None:  # degraded: the key cannot be found while the server is away
+            raise ValueError(f"Key '{made}' not found (the cache server is unavailable).")
+        return int(result)
+
+    async def aset_many(
+        self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: Any = None
+    ) -> list[Any]:
+        if not data:
+            return []
+        values = {
+            self.make_and_validate_key(k, version=version): self._codec.dumps(v)
+            for k, v in data.items()
+        }
+        seconds, client = self.get_backend_timeout(timeout), self._async_client()
+
+        async def set_many() -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            if seconds == 0:
+                pipe.delete(*values)
+            else:
+                pipe.mset(values)
+                if seconds is not None:
+                    for key in values:
+                        pipe.expire(key, seconds)
+            await pipe.execute()
+            return []
+
+        return list(await self._arun(set_many, default=list(data)))
+
+    async def adelete_many(self, keys: Iterable[Any], version: Any = None) -> None:
+        made = [self.make_and_validate_key(key, version=version) for key in keys]
+        if made:
+            client = self._async_client()
+            await self._arun(lambda: client.delete(*made))
+
+    async def aclear(self) -> bool:
+        client = self._async_client()
+        if self._clear == "flush":
+            return bool(await self._arun(client.flushdb, default=False))
+
+        async def clear() -> bool:
+            async for keys in _ascan(client, self._all_keys_pattern()):
+                await client.unlink(*keys)
+            return True
+
+        return bool(await self._arun(clear, default=False))
+
+    async def aclose(self, **kwargs: Any) -> None:
+        """See ``close``: the shared pool stays open."""
+
+    # -- extras users of django-redis rely on -----------------------------------------------
+
+    def ttl(self, key: Any, version: Any = None) -> int | None:
+        """Seconds until ``key`` expires: ``None`` if it never does, 0 if it is missing."""
+        made = self.make_and_validate_key(key, version=version)
+        client = self.get_client()
+        remaining = int(self._run(lambda: client.ttl(made), default=-2))
+        return None if remaining == -1 else max(0, remaining)
+
+    def expire(self, key: Any, timeout: int, version: Any = None) -> bool:
+        """Let ``key`` expire in ``timeout`` seconds; ``False`` if it is missing."""
+        made = self.make_and_validate_key(key, version=version)
+        client = self.get_client()
+        return bool(self._run(lambda: client.expire(made, timeout), default=False))
+
+    def persist(self, key: Any, version: Any = None) -> bool:
+        """Make ``key`` never expire; ``False`` if it is missing or already persistent."""
+        made = self.make_and_validate_key(key, version=version)
+        client = self.get_client()
+        return bool(self._run(lambda: client.persist(made), default=False))
+
+    def lock(self, key: Any, version: Any = None, **kwargs: Any) -> Any:
+        """A ``redis.lock.Lock`` named after the cache key (same arguments as redis-py)."""
+        return self.get_client().lock(self.make_and_validate_key(key, version=version), **kwargs)
+
+    def iter_keys(self, pattern: str = "*", version: Any = None) -> Iterator[str]:
+        """The cache keys (without prefix and version) matching a glob ``pattern``."""
+        made = self.make_key(pattern, version=version)
+        prefix_length = len(made) - len(pattern)
+        for raw in self.get_client().scan_iter(match=made, count=_SCAN_BATCH):
+            yield (raw.decode() if isinstance(raw, bytes) else raw)[prefix_length:]
+
+    def delete_pattern(self, pattern: str, version: Any = None) -> int:
+        """Delete the cache keys matching a glob ``pattern``; returns how many."""
+        client = self.get_client()
+        return int(
+            self._run(
+                lambda: self._delete_matching(client, self.make_key(pattern, version=version)),
+                default=0,
+            )
+        )
+
+    def _all_keys_pattern(self) -> str:
+        return f"{self.key_prefix}*" if self.key_prefix else "*"
+
+    @staticmethod
+    def _delete_matching(client: redis.Redis, pattern: str) -> int:
+        deleted, batch = 0, []
+        for key in client.scan_iter(match=pattern, count=_SCAN_BATCH):
+            batch.append(key)
+            if len(batch) >= _SCAN_BATCH:
+                deleted += int(client.unlink(*batch))
+                batch = []
+        if batch:
+            deleted += int(client.unlink(*batch))
+        return deleted
+
+
+async def _ascan(client: Any, pattern: str) -> AsyncIterator[list[Any]]:
+    batch: list[Any] = []
+    async for key in client.scan_iter(match=pattern, count=_SCAN_BATCH):
+        batch.append(key)
+        if len(batch) >= _SCAN_BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
