@@ -21,12 +21,19 @@ from ferrite_integrations.pipeline import (
     RequestScope,
     current_scope,
 )
+from ferrite_integrations.pipeline_async import (
+    AsyncHandle,
+    AsyncRequestScope,
+    current_async_scope,
+)
 from ferrite_integrations.pool import FerritePool
 from ferrite_integrations.pool_async import AsyncFerritePool
 from ferrite_integrations.values import ValueCodec
 
 __all__ = [
     "AsyncFerritePool",
+    "AsyncHandle",
+    "AsyncRequestScope",
     "ConfigError",
     "DiscardedError",
     "FerriteError",
@@ -42,6 +49,7 @@ __all__ = [
     "TLSError",
     "ValueCodec",
     "connection_kwargs",
+    "current_async_scope",
     "current_scope",
     "default_client_name",
     "default_max_connections",

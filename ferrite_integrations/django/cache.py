@@ -14,7 +14,14 @@ from typing import Any, Literal
 import redis
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
-from ferrite_integrations import ConfigError, PoolConfig, ValueCodec, get_manager
+from ferrite_integrations import (
+    ConfigError,
+    PoolConfig,
+    ValueCodec,
+    current_async_scope,
+    current_scope,
+    get_manager,
+)
 
 __all__ = ["FerriteCache"]
 
@@ -158,7 +165,11 @@ class FerriteCache(BaseCache):
             self._codec.dumps(value),
             self.get_client(),
         )
-        if seconds == 0:
+        scope = current_scope(self._alias)
+        if scope is not None:  # PipelineMiddleware: sent with the next read, or at the end
+            queue = scope.deferred
+            queue.delete(key) if seconds == 0 else queue.set(key, data, ex=seconds)
+        elif seconds == 0:
             self._run(lambda: client.delete(key))
         else:
             self._run(lambda: client.set(key, data, ex=seconds))
@@ -214,6 +225,10 @@ class FerriteCache(BaseCache):
             for k, v in data.items()
         }
         seconds, client = self.get_backend_timeout(timeout), self.get_client()
+        scope = current_scope(self._alias)
+        if scope is not None:
+            _queue_set_many(scope.deferred, values, seconds)
+            return []
 
         def set_many() -> list[Any]:
             pipe = client.pipeline(transaction=False)
@@ -231,7 +246,10 @@ class FerriteCache(BaseCache):
 
     def delete_many(self, keys: Iterable[Any], version: Any = None) -> None:
         made = [self.make_and_validate_key(key, version=version) for key in keys]
-        if made:
+        scope = current_scope(self._alias)
+        if made and scope is not None:
+            scope.deferred.delete(*made)
+        elif made:
             client = self.get_client()
             self._run(lambda: client.delete(*made))
 
@@ -286,7 +304,11 @@ class FerriteCache(BaseCache):
             self._codec.dumps(value),
             self._async_client(),
         )
-        if seconds == 0:
+        scope = current_async_scope(self._alias)
+        if scope is not None:
+            queue = scope.deferred
+            queue.delete(key) if seconds == 0 else queue.set(key, data, ex=seconds)
+        elif seconds == 0:
             await self._arun(lambda: client.delete(key))
         else:
             await self._arun(lambda: client.set(key, data, ex=seconds))
@@ -342,6 +364,10 @@ class FerriteCache(BaseCache):
             for k, v in data.items()
         }
         seconds, client = self.get_backend_timeout(timeout), self._async_client()
+        scope = current_async_scope(self._alias)
+        if scope is not None:
+            _queue_set_many(scope.deferred, values, seconds)
+            return []
 
         async def set_many() -> list[Any]:
             pipe = client.pipeline(transaction=False)
@@ -359,7 +385,10 @@ class FerriteCache(BaseCache):
 
     async def adelete_many(self, keys: Iterable[Any], version: Any = None) -> None:
         made = [self.make_and_validate_key(key, version=version) for key in keys]
-        if made:
+        scope = current_async_scope(self._alias)
+        if made and scope is not None:
+            scope.deferred.delete(*made)
+        elif made:
             client = self._async_client()
             await self._arun(lambda: client.delete(*made))
 
@@ -434,6 +463,16 @@ class FerriteCache(BaseCache):
         if batch:
             deleted += int(client.unlink(*batch))
         return deleted
+
+
+def _queue_set_many(queue: Any, values: dict[str, Any], seconds: int | None) -> None:
+    if seconds == 0:
+        queue.delete(*values)
+        return
+    queue.mset(values)
+    if seconds is not None:
+        for key in values:
+            queue.expire(key, seconds)
 
 
 async def _ascan(client: Any, pattern: str) -> AsyncIterator[list[Any]]:

@@ -21,6 +21,7 @@ def django_settings(ferrite_server: Any) -> None:
                     "LOCATION": ferrite_server.url,
                 },
             },
+            INSTALLED_APPS=["ferrite_integrations.django"],
             USE_TZ=True,
         )
         django.setup()
