@@ -22,6 +22,8 @@ def django_settings(ferrite_server: Any) -> None:
                 },
             },
             INSTALLED_APPS=["ferrite_integrations.django"],
+            SECRET_KEY="test-only-not-secret",
+            ALLOWED_HOSTS=["testserver"],
             USE_TZ=True,
         )
         django.setup()

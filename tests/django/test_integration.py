@@ -145,3 +145,31 @@ def test_management_command(ferrite_server: EmbeddedServer) -> None:
     assert "PONG in" in text
     assert "connected_clients" in text
     assert '"alias"' in text
+
+
+def test_cached_sessions_work(ferrite_server: EmbeddedServer) -> None:
+    from django.contrib.sessions.backends.cache import SessionStore
+
+    session = SessionStore()
+    session["cart"] = [1, 2, 3]
+    session.save()
+    again = SessionStore(session_key=session.session_key)
+    assert again["cart"] == [1, 2, 3]
+    again.delete()
+    assert SessionStore(session_key=session.session_key).get("cart") is None
+
+
+def test_per_view_cache_serves_the_cached_response(ferrite_server: EmbeddedServer) -> None:
+    from django.views.decorators.cache import cache_page
+
+    calls = []
+
+    @cache_page(60)
+    def view(request: Any) -> HttpResponse:
+        calls.append(1)
+        return HttpResponse(f"call {len(calls)}")
+
+    first = view(RequestFactory().get("/cached-page/"))
+    second = view(RequestFactory().get("/cached-page/"))
+    assert first.content == second.content == b"call 1"
+    assert len(calls) == 1
