@@ -141,7 +141,24 @@ class PoolConfig:
     def __init__(self, **options: Unpack[PoolOptions]) -> None:
         for name, value in _resolve(dict(options)).items():
             object.__setattr__(self, name, value)
+        self._remember_hash()
         self.ssl_context()  # reads and checks the TLS files now, not on the first connect
+
+    def _remember_hash(self) -> None:
+        # Configurations key the pool registries: hash the ~40 fields once, not per lookup.
+        object.__setattr__(self, "_hash", hash(tuple(getattr(self, f.name) for f in fields(self))))
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[no-any-return, attr-defined]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # String hashes differ between processes: never carry the cached one along.
+        return {item.name: getattr(self, item.name) for item in fields(self)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+        self._remember_hash()
 
     @classmethod
     def from_url(cls, url: str | None = None, **options: Unpack[PoolOptions]) -> PoolConfig:

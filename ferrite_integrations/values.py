@@ -24,6 +24,7 @@ __all__ = ["ValueCodec", "compressor_named", "serializer_named"]
 
 # Neither decimal text, pickle (0x80...), JSON nor msgpack of a non-integer starts so.
 _COMPRESSED = b"\xfeF"
+_INT_START = frozenset(bytes([char]) for char in b"+-0123456789 \t\n\r\x0b\x0c")
 
 
 class Serializer(Protocol):
@@ -215,7 +216,7 @@ class ValueCodec:
     def loads(self, data: bytes) -> Any:
         if data[:2] == _COMPRESSED:
             data = self._reader(data[2:3]).decompress(data[3:])
-        else:
+        elif data[:1] in _INT_START:  # only then can it be an integer: skip a failing int()
             try:
                 return int(data)
             except ValueError:

@@ -29,6 +29,7 @@ _BACKEND_OPTIONS = frozenset(
     {"serializer", "compressor", "compress_min_size", "ignore_exceptions", "clear", "pool"}
 )
 _SCAN_BATCH = 500
+_MEMCACHE_MAX_KEY_LENGTH = 250
 
 
 def _location(server: Any) -> str | None:
@@ -98,6 +99,18 @@ class FerriteCache(BaseCache):
 
     # -- plumbing -----------------------------------------------------------------------------
 
+    def validate_key(self, key: Any) -> None:
+        """Django's key check (``CacheKeyWarning`` for keys memcached would refuse), with a
+        fast path for the common key that cannot warn."""
+        if (
+            isinstance(key, str)
+            and len(key) <= _MEMCACHE_MAX_KEY_LENGTH
+            and key.isprintable()
+            and " " not in key
+        ):
+            return
+        super().validate_key(key)
+
     @property
     def pool_alias(self) -> str:
         """The manager alias of this cache's pool."""
@@ -105,7 +118,10 @@ class FerriteCache(BaseCache):
 
     def get_client(self, key: Any = None, *, write: bool = False) -> redis.Redis:
         """The raw redis-py client on this cache's shared pool."""
-        return self._manager.client(self._alias)
+        client = self.__dict__.get("_client")
+        if client is None:
+            client = self.__dict__["_client"] = self._manager.client(self._alias)
+        return client
 
     def _async_client(self) -> redis.asyncio.Redis:
         return self._manager.async_client(self._alias)

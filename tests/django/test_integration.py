@@ -17,9 +17,8 @@ from django.http import HttpResponse
 from django.test import RequestFactory, override_settings
 
 from ferrite_integrations import get_manager
-from ferrite_integrations.django import FerriteCache
+from ferrite_integrations.django import FerriteCache, PipelineMiddleware
 from ferrite_integrations.django.checks import check_caches
-from ferrite_integrations.django.middleware import PipelineMiddleware
 from ferrite_integrations.django.views import health
 from ferrite_integrations.testing import EmbeddedServer, FaultProxy
 

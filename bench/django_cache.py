@@ -1,0 +1,104 @@
+"""FerriteCache against django-redis and Django's own RedisCache, same server, one run:
+per-call get/set/get_many, a request of 5 writes + 5 reads (through PipelineMiddleware for
+FerriteCache), and aget/aset. Needs `pip install django-redis`.
+
+    .venv/bin/python bench/django_cache.py [--calls 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import time
+from collections.abc import Callable
+from typing import Any
+
+import django
+import redis
+from django.conf import settings
+
+from ferrite_integrations.testing import EmbeddedServer
+
+BACKENDS = {
+    "FerriteCache": "ferrite_integrations.django.FerriteCache",
+    "django-redis": "django_redis.cache.RedisCache",
+    "Django RedisCache": "django.core.cache.backends.redis.RedisCache",
+}
+
+
+def per_second(call: Callable[[int], Any], count: int) -> float:
+    call(-1)
+    started = time.perf_counter()
+    for n in range(count):
+        call(n)
+    return count / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=3000)
+    args = parser.parse_args()
+    with EmbeddedServer() as server:
+        settings.configure(
+            CACHES={
+                name: {"BACKEND": backend, "LOCATION": server.url, "KEY_PREFIX": name}
+                for name, backend in BACKENDS.items()
+            },
+            SECRET_KEY="bench",
+        )
+        django.setup()
+        from django.core.cache import caches
+        from django.http import HttpResponse
+        from django.test import RequestFactory
+
+        from ferrite_integrations.django import PipelineMiddleware
+
+        request = RequestFactory().get("/")
+        print(
+            f"{platform.machine()}, Python {platform.python_version()}, Django "
+            f"{django.get_version()}, redis-py {redis.__version__}, server {server.version}"
+        )
+        rows: dict[str, dict[str, float]] = {}
+        for name in BACKENDS:
+            cache = caches[name]
+            cache.set("k", "v" * 100)
+            cache.set_many({f"m{i}": i for i in range(10)})
+
+            def view(request: Any, cache: Any = cache) -> HttpResponse:
+                for i in range(5):
+                    cache.set(f"r{i}", i)
+                for i in range(5):
+                    cache.get(f"r{i}")
+                return HttpResponse("ok")
+
+            handler = PipelineMiddleware(view) if name == "FerriteCache" else view
+
+            async def aload(cache: Any = cache) -> float:
+                started = time.perf_counter()
+                for n in range(args.calls):
+                    await cache.aset("a", n)
+                    await cache.aget("a")
+                return 2 * args.calls / (time.perf_counter() - started)
+
+            rows[name] = {
+                "get": per_second(lambda n, c=cache: c.get("k"), args.calls),
+                "set": per_second(lambda n, c=cache: c.set("k", "v" * 100), args.calls),
+                "get_many(10)": per_second(
+                    lambda n, c=cache: c.get_many([f"m{i}" for i in range(10)]), args.calls
+                ),
+                "request 5w+5r": per_second(lambda n, h=handler: h(request), args.calls // 5),
+                "aget/aset": asyncio.run(aload()),
+            }
+        columns = list(next(iter(rows.values())))
+        print(f"  {'ops/s':18s}" + "".join(f"{column:>16s}" for column in columns))
+        for name, row in rows.items():
+            print(f"  {name:18s}" + "".join(f"{row[column]:16.0f}" for column in columns))
+        ours, theirs = rows["FerriteCache"], rows["django-redis"]
+        print(
+            f"  {'vs django-redis':18s}" + "".join(f"{ours[c] / theirs[c]:15.2f}x" for c in columns)
+        )
+
+
+if __name__ == "__main__":
+    main()
