@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import redis
@@ -112,13 +112,12 @@ class DiscardedError(FerriteError):
 _PENDING = object()
 
 
-class Handle:
-    """The future result of one deferred command."""
+class HandleBase:
+    """What sync and async handles share: a command's name and its outcome once known."""
 
-    __slots__ = ("_error", "_scope", "_value", "name")
+    __slots__ = ("_error", "_value", "name")
 
-    def __init__(self, scope: RequestScope | None, name: str) -> None:
-        self._scope = scope
+    def __init__(self, name: str) -> None:
         self.name = name
         self._value: Any = _PENDING
         self._error: BaseException | None = None
@@ -127,6 +126,26 @@ class Handle:
     def done(self) -> bool:
         """Whether the command was sent and answered (or failed)."""
         return self._value is not _PENDING or self._error is not None
+
+    def _settle(self, outcome: Any) -> None:
+        if isinstance(outcome, BaseException):
+            self._error = outcome
+        else:
+            self._value = outcome
+
+    def __repr__(self) -> str:
+        state = "queued" if not self.done else ("failed" if self._error else "done")
+        return f"<{type(self).__name__} {self.name} {state}>"
+
+
+class Handle(HandleBase):
+    """The future result of one deferred command."""
+
+    __slots__ = ("_scope",)
+
+    def __init__(self, scope: RequestScope | None, name: str) -> None:
+        super().__init__(name)
+        self._scope = scope
 
     def result(self) -> Any:
         """The command's reply; sends the scope's queue first if still queued.
@@ -147,15 +166,50 @@ class Handle:
             self._scope.flush()
         return self._error
 
-    def _settle(self, outcome: Any) -> None:
-        if isinstance(outcome, BaseException):
-            self._error = outcome
-        else:
-            self._value = outcome
 
-    def __repr__(self) -> str:
-        state = "queued" if not self.done else ("failed" if self._error else "done")
-        return f"<Handle {self.name} {state}>"
+Failures = list[tuple[str, BaseException]]
+Record = Callable[[int, int, int], None]
+
+
+def settle_batch(
+    handles: list[Any],
+    stack: Sequence[tuple[tuple[Any, ...], Mapping[str, Any]]],
+    raw: list[Any],
+    callbacks: Any,
+    *,
+    own: HandleBase | None,
+    failures: Failures,
+) -> None:
+    """Give each handle of a sent batch its own outcome; failures of deferred commands (not
+    of the command a caller awaits itself) are kept for the scope's report."""
+    for handle, (args, options), reply in zip(handles, stack, raw, strict=True):
+        outcome = apply_callback(callbacks, args, options, reply)
+        handle._settle(outcome)
+        if isinstance(outcome, BaseException) and handle is not own:
+            failures.append((handle.name, outcome))
+
+
+def discard_handles(handles: list[Any]) -> None:
+    """Fail the handles of a queue that will never be sent, and say so once."""
+    for handle in handles:
+        handle._settle(DiscardedError(f"{handle.name} was not sent: the request failed first"))
+    if handles:
+        logger.warning(
+            "Request scope discarded %d deferred command(s) after an error: %s",
+            len(handles),
+            ", ".join(handle.name for handle in handles),
+        )
+
+
+def report_failures(failures: Failures, record: Record | None, raise_error: bool) -> None:
+    """At a scope's end: count and log each failed deferred command (by name, never its
+    values, which may be personal data or secrets); raise ``PipelineError`` if asked."""
+    if failures and record is not None:
+        record(0, 0, len(failures))
+    for name, failure in failures:
+        logger.warning("Deferred %s failed: %s: %s", name, type(failure).__name__, failure)
+    if failures and raise_error:
+        raise PipelineError(failures)
 
 
 class _Queue(redis.client.Pipeline):
@@ -259,7 +313,7 @@ class RequestScope:
         *,
         raise_on_error: bool = False,
         on_error: OnError = "flush",
-        record: Callable[[int, int, int], None] | None = None,
+        record: Record | None = None,
     ) -> None:
         if on_error not in ("flush", "discard"):
             raise ValueError(f"on_error must be 'flush' or 'discard', not {on_error!r}")
@@ -276,7 +330,7 @@ class RequestScope:
         # earlier writes (a scope can be shared by threads through copied contexts).
         self._send_lock = threading.RLock()
         self._sending = 0
-        self._failures: list[tuple[str, BaseException]] = []
+        self._failures: Failures = []
         self._token: contextvars.Token[tuple[RequestScope, ...]] | None = None
         self._depth = 0
         self.round_trips = 0
@@ -381,25 +435,15 @@ class RequestScope:
         finally:
             self._sending -= 1
         self._count(len(handles))
-        callbacks = self.client.response_callbacks
-        for handle, (args, options), reply in zip(handles, stack, raw, strict=True):
-            outcome = apply_callback(callbacks, args, options, reply)
-            handle._settle(outcome)
-            if isinstance(outcome, BaseException) and handle is not own:
-                self._failures.append((handle.name, outcome))
+        settle_batch(
+            handles, stack, raw, self.client.response_callbacks, own=own, failures=self._failures
+        )
 
     def _discard(self) -> None:
         with self._send_lock:
             handles, self._handles = self._handles, []
             self._queue.command_stack = []
-        for handle in handles:
-            handle._settle(DiscardedError(f"{handle.name} was not sent: the request failed first"))
-        if handles:
-            logger.warning(
-                "Request scope discarded %d deferred command(s) after an error: %s",
-                len(handles),
-                ", ".join(handle.name for handle in handles),
-            )
+        discard_handles(handles)
 
     def _count(self, commands: int) -> None:
         self.round_trips += 1
@@ -409,13 +453,7 @@ class RequestScope:
 
     def _report(self, *, raising: bool) -> None:
         failures, self._failures = self._failures, []
-        if failures and self._record is not None:
-            self._record(0, 0, len(failures))
-        for name, failure in failures:
-            # Command names only: values may be personal data or secrets.
-            logger.warning("Deferred %s failed: %s: %s", name, type(failure).__name__, failure)
-        if failures and self.raise_on_error and raising:
-            raise PipelineError(failures)
+        report_failures(failures, self._record, self.raise_on_error and raising)
 
     def __repr__(self) -> str:
         return (

@@ -29,10 +29,13 @@ from redis.client import EMPTY_RESPONSE, NEVER_DECODE, CaseInsensitiveDict
 from ferrite_integrations.pipeline import (
     IMMEDIATE,
     STATEFUL,
-    DiscardedError,
+    Failures,
+    HandleBase,
     OnError,
-    PipelineError,
     apply_callback,
+    discard_handles,
+    report_failures,
+    settle_batch,
     stateful_error,
 )
 from ferrite_integrations.pool_async import AsyncFerritePool
@@ -52,25 +55,18 @@ logger = logging.getLogger("ferrite_integrations.pipeline")
 _active: contextvars.ContextVar[tuple[AsyncRequestScope, ...]] = contextvars.ContextVar(
     "ferrite_async_request_scopes", default=()
 )
-_PENDING = object()
 # Transactions, blocking commands and pub/sub need a connection of their own.
 BYPASS: frozenset[str] = IMMEDIATE | STATEFUL | {"PUBLISH"}
 
 
-class AsyncHandle:
+class AsyncHandle(HandleBase):
     """The future result of one deferred command of an async scope."""
 
-    __slots__ = ("_error", "_scope", "_value", "name")
+    __slots__ = ("_scope",)
 
     def __init__(self, scope: AsyncRequestScope | None, name: str) -> None:
+        super().__init__(name)
         self._scope = scope
-        self.name = name
-        self._value: Any = _PENDING
-        self._error: BaseException | None = None
-
-    @property
-    def done(self) -> bool:
-        return self._value is not _PENDING or self._error is not None
 
     async def result(self) -> Any:
         """The reply; sends the scope's queue first if the command is still queued."""
@@ -83,12 +79,6 @@ class AsyncHandle:
     def exception(self) -> BaseException | None:
         """The command's error, or ``None`` (only meaningful once ``done``)."""
         return self._error
-
-    def _settle(self, outcome: Any) -> None:
-        if isinstance(outcome, BaseException):
-            self._error = outcome
-        else:
-            self._value = outcome
 
 
 class _AsyncQueue(redis.asyncio.client.Pipeline):
@@ -170,7 +160,7 @@ class AsyncRequestScope:
         self._queue = _AsyncQueue(pool, client.response_callbacks, False, None)
         self._queue.scope = self
         self._handles: list[AsyncHandle] = []
-        self._failures: list[tuple[str, BaseException]] = []
+        self._failures: Failures = []
         self._token: contextvars.Token[tuple[AsyncRequestScope, ...]] | None = None
         self._depth = 0
         self._send_lock = asyncio.Lock()  # orders sends: a read waits for a batch in flight
@@ -217,11 +207,7 @@ class AsyncRequestScope:
                 _active.reset(self._token)
                 self._token = None
         failures, self._failures = self._failures, []
-        self.pool._state.batch_failures += len(failures)
-        for name, failure in failures:
-            logger.warning("Deferred %s failed: %s: %s", name, type(failure).__name__, failure)
-        if failures and self.raise_on_error and error is None:
-            raise PipelineError(failures)
+        report_failures(failures, self.pool.record_batch, self.raise_on_error and error is None)
 
     def _defer(self, args: tuple[Any, ...], options: dict[str, Any]) -> AsyncHandle:
         name = command_name(args)
@@ -245,8 +231,7 @@ class AsyncRequestScope:
     async def _send_with(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
         async with self._send_lock:
             if not self._handles:
-                self.round_trips += 1
-                self.commands_sent += 1
+                self._count(1)
                 return await redis.asyncio.Redis.execute_command(self.client, *args, **options)  # type: ignore[no-untyped-call]
             handle = AsyncHandle(None, command_name(args))
             self._queue.command_stack.append((args, options))
@@ -278,38 +263,32 @@ class AsyncRequestScope:
             raw = [failure] * len(handles)
         finally:
             self._sending -= 1
+        self._count(len(handles))
+        settle_batch(
+            handles, stack, raw, self.client.response_callbacks, own=own, failures=self._failures
+        )
+
+    def _count(self, commands: int) -> None:
         self.round_trips += 1
-        self.commands_sent += len(handles)
-        self.pool._state.batch_round_trips += 1
-        self.pool._state.batch_commands += len(handles)
-        callbacks = self.client.response_callbacks
-        for handle, (args, options), reply in zip(handles, stack, raw, strict=True):
-            outcome = apply_callback(callbacks, args, options, reply)
-            handle._settle(outcome)
-            if isinstance(outcome, BaseException) and handle is not own:
-                self._failures.append((handle.name, outcome))
+        self.commands_sent += commands
+        self.pool.record_batch(commands, 1)
 
     def _discard(self) -> None:
         handles, self._handles = self._handles, []
         self._queue.command_stack = []
-        for handle in handles:
-            handle._settle(DiscardedError(f"{handle.name} was not sent: the request failed"))
-        if handles:
-            logger.warning(
-                "Request scope discarded %d deferred command(s) after an error: %s",
-                len(handles),
-                ", ".join(handle.name for handle in handles),
-            )
+        discard_handles(handles)
 
 
 class _Call:
     __slots__ = ("args", "future", "name", "options")
 
-    def __init__(self, args: tuple[Any, ...], options: dict[str, Any], future: Any) -> None:
+    def __init__(
+        self, args: tuple[Any, ...], options: dict[str, Any], future: Any, name: str
+    ) -> None:
         self.args = args
         self.options = options
         self.future = future
-        self.name = command_name(args)
+        self.name = name
 
 
 class AutoPipeliner:
@@ -330,10 +309,10 @@ class AutoPipeliner:
         self._waiting: deque[_Call] = deque()
         self._sender: asyncio.Task[None] | None = None
 
-    async def submit(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+    async def submit(self, args: tuple[Any, ...], options: dict[str, Any], name: str) -> Any:
         """Queue one command and wait for its own reply (or its own error)."""
         future = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Call(args, options, future))
+        self._waiting.append(_Call(args, options, future, name))
         if self._sender is None or self._sender.done():
             self._sender = asyncio.get_running_loop().create_task(self._send_all())
         return await future
@@ -389,8 +368,7 @@ class AutoPipeliner:
             if not healthy:
                 await connection.disconnect(nowait=True)
             await self.pool.release(connection)
-            self.pool._state.batch_round_trips += 1
-            self.pool._state.batch_commands += len(batch)
+            self.pool.record_batch(len(batch), 1)
 
 
 def _stopped(failure: BaseException) -> BaseException:
@@ -423,9 +401,10 @@ class AutoPipelineClient(redis.asyncio.Redis):
         scope = _scope_for(self.connection_pool)
         if scope is not None and scope.busy:  # read-your-writes: after the scope's queue
             return await scope._send_with(args, options)
-        if command_name(args) in BYPASS:
+        name = command_name(args)
+        if name in BYPASS:
             return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
-        return await self.pipeliner.submit(args, options)
+        return await self.pipeliner.submit(args, options, name)
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
         return _FlushingPipeline(

@@ -204,6 +204,13 @@ class AsyncFerritePool(PoolCommon, redis.asyncio.ConnectionPool):
         self._state.record_ping(latency, None)
         return latency
 
+    def record_batch(self, commands: int, round_trips: int, failed: int = 0) -> None:
+        """Count commands sent by request scopes and the auto-pipeliner, the round trips
+        they took, and deferred commands that failed."""
+        self._state.batch_commands += commands
+        self._state.batch_round_trips += round_trips
+        self._state.batch_failures += failed
+
     def stats(self) -> dict[str, Any]:
         """Counts and timings as plain values (see docs/pooling.md)."""
         return {"name": self.name, "address": self.config.address, **self._state.stats()}

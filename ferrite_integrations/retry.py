@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import socket
 import weakref
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import redis.exceptions
@@ -79,14 +79,17 @@ _CONTAINERS = frozenset(
 _TRANSACTION = frozenset({"MULTI", "EXEC"})
 
 
-def command_name(args: Iterable[Any]) -> str:
-    """``("client", "list")`` -> ``"CLIENT LIST"``; ``(b"get", b"k")`` -> ``"GET"``."""
-    parts = [_text(part) for part in list(args)[:2]]
-    if not parts:
+def command_name(args: Sequence[Any]) -> str:
+    """``("client", "list")`` -> ``"CLIENT LIST"``; ``(b"get", b"k")`` -> ``"GET"``.
+
+    Runs for every command sent: no copies of the arguments.
+    """
+    if not args:
         return ""
-    name = parts[0].upper()
-    if name in _CONTAINERS and len(parts) > 1:
-        return f"{name} {parts[1].upper()}"
+    first = args[0]
+    name = (first if type(first) is str else _text(first)).upper()
+    if name in _CONTAINERS and len(args) > 1:
+        return f"{name} {_text(args[1]).upper()}"
     return name
 
 

@@ -3,12 +3,18 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import redis
 import trustme
 from cryptography.hazmat.primitives import serialization
+
+from ferrite_integrations.testing import EmbeddedServer, FaultProxy
+from ferrite_integrations.testing.plugin import ServerFactory
 
 pytest_plugins = ["pytester"]
 
@@ -64,3 +70,32 @@ def cert_files(tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
         not_pem=paths["bad"],
         directory=directory,
     )
+
+
+@pytest.fixture
+def server(ferrite_server_factory: ServerFactory) -> EmbeddedServer:
+    """A server of this test's own (faults on it touch no other test)."""
+    return ferrite_server_factory()
+
+
+@pytest.fixture
+def proxy(server: EmbeddedServer) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy in front of ``server``."""
+    with FaultProxy(server.host, server.port) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def direct(server: EmbeddedServer) -> Iterator[redis.Redis]:
+    """A plain redis-py client on ``server``, past any proxy: what the server really holds."""
+    client = redis.Redis(**server.redis_kwargs())
+    yield client
+    client.close()
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 5.0) -> None:
+    """Poll ``condition`` every 10 ms until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)

@@ -13,29 +13,10 @@ import pytest
 import redis
 
 from ferrite_integrations import PoolManager
-from ferrite_integrations.testing import EmbeddedServer, FaultProxy
-from ferrite_integrations.testing.plugin import ServerFactory
+from ferrite_integrations.testing import FaultProxy
 
 LUA = "return redis.call('INCR', KEYS[1])"
 BIG = b"x" * (8 * 1024 * 1024)
-
-
-@pytest.fixture
-def server(ferrite_server_factory: ServerFactory) -> EmbeddedServer:
-    return ferrite_server_factory()
-
-
-@pytest.fixture
-def proxy(server: EmbeddedServer) -> Iterator[FaultProxy]:
-    with FaultProxy(server.host, server.port) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-def direct(server: EmbeddedServer) -> Iterator[redis.Redis]:
-    client = redis.Redis(**server.redis_kwargs())
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -12,19 +12,7 @@ import redis
 
 from ferrite_integrations import PoolManager
 from ferrite_integrations.pipeline import DiscardedError, PipelineError, current_scope
-from ferrite_integrations.testing import EmbeddedServer, FaultProxy
-from ferrite_integrations.testing.plugin import ServerFactory
-
-
-@pytest.fixture
-def server(ferrite_server_factory: ServerFactory) -> EmbeddedServer:
-    return ferrite_server_factory()
-
-
-@pytest.fixture
-def proxy(server: EmbeddedServer) -> Iterator[FaultProxy]:
-    with FaultProxy(server.host, server.port) as proxy:
-        yield proxy
+from ferrite_integrations.testing import FaultProxy
 
 
 @pytest.fixture
@@ -34,13 +22,6 @@ def manager(proxy: FaultProxy) -> Iterator[PoolManager]:
     manager.warm()
     yield manager
     manager.close()
-
-
-@pytest.fixture
-def direct(server: EmbeddedServer) -> Iterator[redis.Redis]:
-    client = redis.Redis(**server.redis_kwargs())
-    yield client
-    client.close()
 
 
 def round_trips(proxy: FaultProxy, before: int) -> int:

@@ -14,20 +14,8 @@ import redis
 
 from ferrite_integrations import PipelineError, PoolManager
 from ferrite_integrations.testing import EmbeddedServer, FaultProxy
-from ferrite_integrations.testing.plugin import ServerFactory
 
 NAME = "auto-pipeline-test"
-
-
-@pytest.fixture
-def server(ferrite_server_factory: ServerFactory) -> EmbeddedServer:
-    return ferrite_server_factory()
-
-
-@pytest.fixture
-def proxy(server: EmbeddedServer) -> Iterator[FaultProxy]:
-    with FaultProxy(server.host, server.port) as proxy:
-        yield proxy
 
 
 @pytest.fixture
@@ -36,13 +24,6 @@ def manager(proxy: FaultProxy) -> Iterator[PoolManager]:
     manager.configure("default", proxy.url, breaker_threshold=1000, socket_timeout=5.0)
     yield manager
     manager.close()
-
-
-@pytest.fixture
-def direct(server: EmbeddedServer) -> Iterator[redis.Redis]:
-    client = redis.Redis(**server.redis_kwargs())
-    yield client
-    client.close()
 
 
 def run(manager: PoolManager, body: Any) -> Any:

@@ -15,26 +15,7 @@ import pytest
 import redis
 
 from ferrite_integrations import PipelineError, PoolManager
-from ferrite_integrations.testing import EmbeddedServer, FaultProxy
-from ferrite_integrations.testing.plugin import ServerFactory
-
-
-@pytest.fixture
-def server(ferrite_server_factory: ServerFactory) -> EmbeddedServer:
-    return ferrite_server_factory()
-
-
-@pytest.fixture
-def proxy(server: EmbeddedServer) -> Iterator[FaultProxy]:
-    with FaultProxy(server.host, server.port) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-def direct(server: EmbeddedServer) -> Iterator[redis.Redis]:
-    client = redis.Redis(**server.redis_kwargs())
-    yield client
-    client.close()
+from ferrite_integrations.testing import FaultProxy
 
 
 @pytest.fixture

@@ -16,14 +16,10 @@ import redis
 from ferrite_integrations import ConfigError, PoolManager, PoolTimeoutError
 from ferrite_integrations.testing import EmbeddedServer
 from ferrite_integrations.testing.plugin import ServerFactory
+from tests.conftest import wait_until
 from tests.drivers import DRIVERS, Driver
 
 NAME = "pool-test"
-
-
-@pytest.fixture
-def server(ferrite_server_factory: ServerFactory) -> EmbeddedServer:
-    return ferrite_server_factory()
 
 
 @pytest.fixture
@@ -42,13 +38,6 @@ def driver(request: pytest.FixtureRequest, manager: PoolManager) -> Iterator[Dri
 
 def on_server(server: EmbeddedServer) -> int:
     return server.connected_clients(NAME)
-
-
-def wait_until(condition: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.005)
 
 
 # -- sharing --------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from ferrite_integrations import PoolManager, ServerUnavailableError
 from ferrite_integrations.retry import command_name, is_safe_to_repeat
 from ferrite_integrations.testing import EmbeddedServer, FaultProxy
 from ferrite_integrations.testing.plugin import ServerFactory
+from tests.conftest import wait_until
 from tests.drivers import DRIVERS, Driver
 
 NAME = "resilience-test"
@@ -27,17 +28,6 @@ FAST = {
     "breaker_reset_timeout": 0.2,
     "health_timeout": 0.3,
 }
-
-
-@pytest.fixture
-def server(ferrite_server_factory: ServerFactory) -> EmbeddedServer:
-    return ferrite_server_factory()
-
-
-@pytest.fixture
-def proxy(server: EmbeddedServer) -> Iterator[FaultProxy]:
-    with FaultProxy(server.host, server.port) as proxy:
-        yield proxy
 
 
 @pytest.fixture
@@ -52,17 +42,6 @@ def driver(request: pytest.FixtureRequest, manager: PoolManager) -> Iterator[Dri
     driver = DRIVERS[request.param](manager)
     yield driver
     driver.shutdown()
-
-
-def direct(server: EmbeddedServer) -> redis.Redis:
-    return redis.Redis(**server.redis_kwargs())
-
-
-def wait_until(condition: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
 
 
 # -- the circuit breaker --------------------------------------------------------------------
@@ -165,7 +144,11 @@ def test_breaker_is_shared_by_every_pool_that_talks_to_the_server(
 
 
 def test_lost_reply_to_incr_is_not_resent_and_the_counter_moves_exactly_once(
-    server: EmbeddedServer, proxy: FaultProxy, manager: PoolManager, driver: Driver
+    server: EmbeddedServer,
+    proxy: FaultProxy,
+    manager: PoolManager,
+    driver: Driver,
+    direct: redis.Redis,
 ) -> None:
     manager.configure("default", proxy.url, **FAST)
     assert driver.command("default", "SET", "counter", 0) is True
@@ -173,15 +156,19 @@ def test_lost_reply_to_incr_is_not_resent_and_the_counter_moves_exactly_once(
     with pytest.raises(redis.ConnectionError):
         driver.command("default", "INCR", "counter")
     assert proxy.faults_triggered == 1
-    assert direct(server).get("counter") == b"1"
+    assert direct.get("counter") == b"1"
     assert driver.command("default", "INCR", "counter") == 2
 
 
 def test_lost_reply_to_get_is_retried_and_succeeds(
-    server: EmbeddedServer, proxy: FaultProxy, manager: PoolManager, driver: Driver
+    server: EmbeddedServer,
+    proxy: FaultProxy,
+    manager: PoolManager,
+    driver: Driver,
+    direct: redis.Redis,
 ) -> None:
     manager.configure("default", proxy.url, **FAST)
-    direct(server).set("k", "value")
+    direct.set("k", "value")
     assert driver.command("default", "PING") is True
     proxy.drop_reply_after(1, match=b"GET")
     assert driver.command("default", "GET", "k") == b"value"
@@ -189,10 +176,14 @@ def test_lost_reply_to_get_is_retried_and_succeeds(
 
 
 def test_pipelines_are_retried_only_when_every_command_is_read_only(
-    server: EmbeddedServer, proxy: FaultProxy, manager: PoolManager, driver: Driver
+    server: EmbeddedServer,
+    proxy: FaultProxy,
+    manager: PoolManager,
+    driver: Driver,
+    direct: redis.Redis,
 ) -> None:
     manager.configure("default", proxy.url, **FAST)
-    direct(server).mset({"a": "1", "b": "2"})
+    direct.mset({"a": "1", "b": "2"})
     assert driver.command("default", "PING") is True
     proxy.drop_reply_after(1, match=b"MGET")
     assert driver.pipeline("default", [("GET", "a"), ("MGET", "a", "b")]) == [
@@ -202,17 +193,17 @@ def test_pipelines_are_retried_only_when_every_command_is_read_only(
     proxy.drop_reply_after(1, match=b"LPUSH")
     with pytest.raises(redis.ConnectionError):
         driver.pipeline("default", [("GET", "a"), ("LPUSH", "list", "x")])
-    assert direct(server).llen("list") == 1
+    assert direct.llen("list") == 1
 
 
 def test_killed_connections_are_replaced_before_any_command_is_sent(
-    server: EmbeddedServer, manager: PoolManager, driver: Driver
+    server: EmbeddedServer, manager: PoolManager, driver: Driver, direct: redis.Redis
 ) -> None:
     manager.configure("default", server.url, min_idle=3, **FAST)
     driver.warm()
     server.kill_clients()
     assert driver.command("default", "INCR", "once") == 1
-    assert direct(server).get("once") == b"1"
+    assert direct.get("once") == b"1"
 
 
 def test_connect_refused_is_retried_with_backoff_then_reported(
@@ -347,13 +338,13 @@ def test_monitor_stops_with_close(server: EmbeddedServer, manager: PoolManager) 
 
 
 def test_concurrent_health_checks_share_one_ping_per_server(
-    server: EmbeddedServer, proxy: FaultProxy, manager: PoolManager
+    server: EmbeddedServer, proxy: FaultProxy, manager: PoolManager, direct: redis.Redis
 ) -> None:
     import threading
 
     manager.configure("default", proxy.url, **FAST)
     manager.client().ping()
-    watcher = direct(server)
+    watcher = direct
     before = int(watcher.info("commandstats").get("cmdstat_ping", {}).get("calls", 0))
     proxy.delay(0.05)
     reports: list[dict[str, Any]] = []
@@ -365,7 +356,6 @@ def test_concurrent_health_checks_share_one_ping_per_server(
     after = int(watcher.info("commandstats").get("cmdstat_ping", {}).get("calls", 0))
     assert [report["status"] for report in reports] == ["up"] * 8
     assert after - before <= 2  # one flight, or two if a thread arrived after it landed
-    watcher.close()
 
 
 def test_a_wrong_password_does_not_open_the_shared_breaker(

@@ -142,6 +142,12 @@ class FerriteCache(BaseCache):
             return await call()
         return await self._manager.degraded(self._alias).acall(call, default=default)
 
+    def _encoded(self, data: dict[Any, Any], version: Any) -> dict[str, Any]:
+        return {
+            self.make_and_validate_key(key, version=version): self._codec.dumps(value)
+            for key, value in data.items()
+        }
+
     def _loads(self, raw: Any, default: Any) -> Any:
         return default if raw is None else self._codec.loads(raw)
 
@@ -236,10 +242,7 @@ class FerriteCache(BaseCache):
     ) -> list[Any]:
         if not data:
             return []
-        values = {
-            self.make_and_validate_key(k, version=version): self._codec.dumps(v)
-            for k, v in data.items()
-        }
+        values = self._encoded(data, version)
         seconds, client = self.get_backend_timeout(timeout), self.get_client()
         scope = current_scope(self._alias)
         if scope is not None:
@@ -248,13 +251,7 @@ class FerriteCache(BaseCache):
 
         def set_many() -> list[Any]:
             pipe = client.pipeline(transaction=False)
-            if seconds == 0:
-                pipe.delete(*values)
-            else:
-                pipe.mset(values)
-                if seconds is not None:
-                    for key in values:
-                        pipe.expire(key, seconds)
+            _queue_set_many(pipe, values, seconds)
             pipe.execute()
             return []
 
@@ -375,10 +372,7 @@ class FerriteCache(BaseCache):
     ) -> list[Any]:
         if not data:
             return []
-        values = {
-            self.make_and_validate_key(k, version=version): self._codec.dumps(v)
-            for k, v in data.items()
-        }
+        values = self._encoded(data, version)
         seconds, client = self.get_backend_timeout(timeout), self._async_client()
         scope = current_async_scope(self._alias)
         if scope is not None:
@@ -387,13 +381,7 @@ class FerriteCache(BaseCache):
 
         async def set_many() -> list[Any]:
             pipe = client.pipeline(transaction=False)
-            if seconds == 0:
-                pipe.delete(*values)
-            else:
-                pipe.mset(values)
-                if seconds is not None:
-                    for key in values:
-                        pipe.expire(key, seconds)
+            _queue_set_many(pipe, values, seconds)
             await pipe.execute()
             return []
 
@@ -482,6 +470,8 @@ class FerriteCache(BaseCache):
 
 
 def _queue_set_many(queue: Any, values: dict[str, Any], seconds: int | None) -> None:
+    """``set_many`` as commands on a pipeline or a request scope's queue (MSET has no
+    expiry: one EXPIRE per key follows it; a timeout of 0 deletes the keys)."""
     if seconds == 0:
         queue.delete(*values)
         return
