@@ -2,7 +2,10 @@
 per-call get/set/get_many, a request of 5 writes + 5 reads (through PipelineMiddleware for
 FerriteCache), and aget/aset. Needs `pip install django-redis`.
 
-    .venv/bin/python bench/django_cache.py [--calls 3000]
+    .venv/bin/python bench/django_cache.py [--calls 3000] [--rounds 5]
+
+The backends take turns, round after round, and each figure is the median of the rounds,
+so a burst of noise on the machine does not favour one of them.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import platform
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -38,6 +42,7 @@ def per_second(call: Callable[[int], Any], count: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     with EmbeddedServer() as server:
         settings.configure(
@@ -59,8 +64,8 @@ def main() -> None:
             f"{platform.machine()}, Python {platform.python_version()}, Django "
             f"{django.get_version()}, redis-py {redis.__version__}, server {server.version}"
         )
-        rows: dict[str, dict[str, float]] = {}
-        for name in BACKENDS:
+
+        def measure(name: str) -> dict[str, float]:
             cache = caches[name]
             cache.set("k", "v" * 100)
             cache.set_many({f"m{i}": i for i in range(10)})
@@ -81,7 +86,7 @@ def main() -> None:
                     await cache.aget("a")
                 return 2 * args.calls / (time.perf_counter() - started)
 
-            rows[name] = {
+            return {
                 "get": per_second(lambda n, c=cache: c.get("k"), args.calls),
                 "set": per_second(lambda n, c=cache: c.set("k", "v" * 100), args.calls),
                 "get_many(10)": per_second(
@@ -90,6 +95,16 @@ def main() -> None:
                 "request 5w+5r": per_second(lambda n, h=handler: h(request), args.calls // 5),
                 "aget/aset": asyncio.run(aload()),
             }
+
+        samples: dict[str, dict[str, list[float]]] = {name: {} for name in BACKENDS}
+        for _ in range(args.rounds):
+            for name in BACKENDS:
+                for column, value in measure(name).items():
+                    samples[name].setdefault(column, []).append(value)
+        rows = {
+            name: {column: statistics.median(values) for column, values in row.items()}
+            for name, row in samples.items()
+        }
         columns = list(next(iter(rows.values())))
         print(f"  {'ops/s':18s}" + "".join(f"{column:>16s}" for column in columns))
         for name, row in rows.items():

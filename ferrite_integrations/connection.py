@@ -171,6 +171,10 @@ class _ExplainingConnection(sync_connection.AbstractConnection):
             self.ferrite_breaker.succeeded()
         return response
 
+    def ferrite_drop(self, error: Exception) -> None:
+        """A failed attempt's connection is closed before any retry (redis-py does the same)."""
+        self.disconnect()  # type: ignore[no-untyped-call]
+
     def looks_clean(self) -> bool:
         """True when this idle connection is connected and nothing waits to be read on it:
         no stray reply, no EOF from a server that closed it (``CLIENT KILL``, restart)."""

@@ -16,6 +16,7 @@ import contextvars
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, Literal
 
 import redis
@@ -60,6 +61,8 @@ STATEFUL: frozenset[str] = frozenset(
     | {"CLIENT REPLY", "MONITOR", "QUIT"}
 )
 _NOT_FOR_CALLBACKS = frozenset({NEVER_DECODE, EMPTY_RESPONSE, "keys"})
+# HIMPORT's wire form depends on per-connection state that redis-py manages itself.
+_REDIS_PY_PATH = frozenset({"HIMPORT", b"HIMPORT"})
 
 
 def stateful_error(name: str) -> TypeError:
@@ -254,10 +257,32 @@ class ScopeClient(redis.Redis):
     scope has queued, in the same round trip. Outside a scope it is a plain client."""
 
     def execute_command(self, *args: Any, **options: Any) -> Any:
-        scope = _scope_for(self.connection_pool)
+        scope = _scope_for(self.connection_pool) if _active.get() else None
         if scope is None or not scope.busy:
-            return super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+            return self._direct(args, options)
         return scope._send_with(args, options)
+
+    def _direct(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+        # redis-py's own path minus its per-call telemetry hooks: same connection, same
+        # retry policy (the connection's), same disconnect on failure, same callbacks.
+        first = args[0]
+        if self.connection is not None or first[:7].upper() in _REDIS_PY_PATH:
+            return super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        pool = self.connection_pool
+        connection: Any = pool.get_connection()
+        try:
+            return connection.retry.call_with_retry(
+                partial(self._send_and_parse, connection, args, options),
+                connection.ferrite_drop,
+            )
+        finally:
+            if connection.should_reconnect():
+                connection.disconnect()
+            pool.release(connection)
+
+    def _send_and_parse(self, connection: Any, args: tuple[Any, ...], options: Any) -> Any:
+        connection.send_command(*args, **options)
+        return self.parse_response(connection, args[0], **options)  # type: ignore[no-untyped-call]
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
         return _FlushingPipeline(
@@ -406,7 +431,7 @@ class RequestScope:
         with self._send_lock:
             if not self._handles:
                 self._count(1)
-                return redis.Redis.execute_command(self.client, *args, **options)  # type: ignore[no-untyped-call]
+                return self.client._direct(args, options)
             handle = Handle(None, command_name(args))
             self._queue.command_stack.append((args, options))
             self._handles.append(handle)

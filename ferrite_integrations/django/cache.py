@@ -176,7 +176,9 @@ class FerriteCache(BaseCache):
     def get(self, key: Any, default: Any = None, version: Any = None) -> Any:
         key = self.make_and_validate_key(key, version=version)
         client = self.get_client()
-        return self._run(lambda: self._loads(client.get(key), default), default=default)
+        return self._run(
+            lambda: self._loads(client.execute_command("GET", key), default), default=default
+        )
 
     def set(
         self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None
@@ -190,11 +192,9 @@ class FerriteCache(BaseCache):
         scope = current_scope(self._alias)
         if scope is not None:  # PipelineMiddleware: sent with the next read, or at the end
             queue = scope.deferred
-            queue.delete(key) if seconds == 0 else queue.set(key, data, ex=seconds)
-        elif seconds == 0:
-            self._run(lambda: client.delete(key))
+            queue.execute_command(*_set_or_delete(key, data, seconds))
         else:
-            self._run(lambda: client.set(key, data, ex=seconds))
+            self._run(lambda: client.execute_command(*_set_or_delete(key, data, seconds)))
 
     def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> bool:
         key = self.make_and_validate_key(key, version=version)
@@ -206,14 +206,14 @@ class FerriteCache(BaseCache):
     def delete(self, key: Any, version: Any = None) -> bool:
         key = self.make_and_validate_key(key, version=version)
         client = self.get_client()
-        return bool(self._run(lambda: client.delete(key), default=False))
+        return bool(self._run(lambda: client.execute_command("DEL", key), default=False))
 
     def get_many(self, keys: Iterable[Any], version: Any = None) -> dict[Any, Any]:
         made = {self.make_and_validate_key(key, version=version): key for key in keys}
         if not made:
             return {}
         client = self.get_client()
-        raw = self._run(lambda: client.mget(list(made)), default=[None] * len(made))
+        raw = self._run(lambda: client.execute_command("MGET", *made), default=[None] * len(made))
         return {
             made[k]: self._codec.loads(v) for k, v in zip(made, raw, strict=True) if v is not None
         }
@@ -304,7 +304,7 @@ class FerriteCache(BaseCache):
         client = self._async_client()
 
         async def get() -> Any:
-            return self._loads(await client.get(key), default)
+            return self._loads(await client.execute_command("GET", key), default)
 
         return await self._arun(get, default=default)
 
@@ -320,11 +320,9 @@ class FerriteCache(BaseCache):
         scope = current_async_scope(self._alias)
         if scope is not None:
             queue = scope.deferred
-            queue.delete(key) if seconds == 0 else queue.set(key, data, ex=seconds)
-        elif seconds == 0:
-            await self._arun(lambda: client.delete(key))
+            queue.execute_command(*_set_or_delete(key, data, seconds))
         else:
-            await self._arun(lambda: client.set(key, data, ex=seconds))
+            await self._arun(lambda: client.execute_command(*_set_or_delete(key, data, seconds)))
 
     async def atouch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> bool:
         key = self.make_and_validate_key(key, version=version)
@@ -336,14 +334,16 @@ class FerriteCache(BaseCache):
     async def adelete(self, key: Any, version: Any = None) -> bool:
         key = self.make_and_validate_key(key, version=version)
         client = self._async_client()
-        return bool(await self._arun(lambda: client.delete(key), default=False))
+        return bool(await self._arun(lambda: client.execute_command("DEL", key), default=False))
 
     async def aget_many(self, keys: Iterable[Any], version: Any = None) -> dict[Any, Any]:
         made = {self.make_and_validate_key(key, version=version): key for key in keys}
         if not made:
             return {}
         client = self._async_client()
-        raw = await self._arun(lambda: client.mget(list(made)), default=[None] * len(made))
+        raw = await self._arun(
+            lambda: client.execute_command("MGET", *made), default=[None] * len(made)
+        )
         return {
             made[k]: self._codec.loads(v) for k, v in zip(made, raw, strict=True) if v is not None
         }
@@ -490,3 +490,12 @@ async def _ascan(client: Any, pattern: str) -> AsyncIterator[list[Any]]:
             batch = []
     if batch:
         yield batch
+
+
+def _set_or_delete(key: str, data: Any, seconds: int | None) -> tuple[Any, ...]:
+    """The wire command for Django's ``set``: a timeout of 0 or less deletes at once."""
+    if seconds is None:
+        return ("SET", key, data)
+    if seconds == 0:
+        return ("DEL", key)
+    return ("SET", key, data, "EX", seconds)
