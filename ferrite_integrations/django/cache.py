@@ -227,10 +227,8 @@ class FerriteCache(BaseCache):
         made = self.make_and_validate_key(key, version=version)
         client = self.get_client()
 
-        def incr() -> int:
-            if not client.exists(made):
-                raise ValueError(f"Key '{made}' not found.")
-            return int(client.incrby(made, delta))
+        def incr() -> Any:
+            return _found(client.execute_command("EVAL", _INCR_IF_EXISTS, 1, made, delta), made)
 
         result = self._run(incr)
         if result is None:  # degraded: the key cannot be found while the server is away
@@ -357,10 +355,9 @@ class FerriteCache(BaseCache):
         made = self.make_and_validate_key(key, version=version)
         client = self._async_client()
 
-        async def incr() -> int:
-            if not await client.exists(made):
-                raise ValueError(f"Key '{made}' not found.")
-            return int(await client.incrby(made, delta))
+        async def incr() -> Any:
+            reply = await client.execute_command("EVAL", _INCR_IF_EXISTS, 1, made, delta)
+            return _found(reply, made)
 
         result = await self._arun(incr)
         if result is None:  # degraded: the key cannot be found while the server is away
@@ -499,3 +496,17 @@ def _set_or_delete(key: str, data: Any, seconds: int | None) -> tuple[Any, ...]:
     if seconds == 0:
         return ("DEL", key)
     return ("SET", key, data, "EX", seconds)
+
+
+# One round trip, atomic: a key that expires between a check and the INCRBY must not come
+# back as a new key without its timeout.
+_INCR_IF_EXISTS = (
+    "if redis.call('EXISTS', KEYS[1]) == 1 then "
+    "return redis.call('INCRBY', KEYS[1], ARGV[1]) end return false"
+)
+
+
+def _found(reply: Any, key: str) -> int:
+    if reply is None:
+        raise ValueError(f"Key '{key}' not found.")
+    return int(reply)
