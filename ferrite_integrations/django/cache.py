@@ -28,6 +28,7 @@ __all__ = ["FerriteCache"]
 _BACKEND_OPTIONS = frozenset(
     {"serializer", "compressor", "compress_min_size", "ignore_exceptions", "clear", "pool"}
 )
+_CONFIGURED = frozenset({"_alias", "_codec", "_ignore_exceptions", "_clear"})
 _SCAN_BATCH = 500
 _MEMCACHE_MAX_KEY_LENGTH = 250
 
@@ -65,9 +66,28 @@ class FerriteCache(BaseCache):
 
     def __init__(self, server: Any, params: dict[str, Any]) -> None:
         super().__init__(params)
+        self._manager = get_manager()
+        # Django builds every cache in its own system checks (``manage.py check``,
+        # ``runserver``) before ferrite.E001 can report a bad entry, so a ConfigError is
+        # kept here and raised on first use instead (as Django's RedisCache does).
+        self.config_error: ConfigError | None = None
+        try:
+            self._configure(server, params)
+        except ConfigError as error:
+            self.config_error = error
+            for name in _CONFIGURED:
+                self.__dict__.pop(name, None)
+
+    def __getattr__(self, name: str) -> Any:
+        # Reached only for attributes __init__ did not set: a bad configuration's error.
+        error = self.__dict__.get("config_error")
+        if error is not None and name in _CONFIGURED:
+            raise error
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _configure(self, server: Any, params: dict[str, Any]) -> None:
         options = dict(params.get("OPTIONS") or {})
         backend = {name: options.pop(name) for name in list(options) if name in _BACKEND_OPTIONS}
-        self._manager = get_manager()
         self._alias = self._pool_alias(server, backend.get("pool"), options)
         self._codec = ValueCodec(
             backend.get("serializer", "pickle"),

@@ -8,7 +8,6 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import Error, Tags, register
 
-from ferrite_integrations import ConfigError
 from ferrite_integrations.django.cache import FerriteCache
 
 __all__ = ["check_caches"]
@@ -23,9 +22,8 @@ def check_caches(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     for name, entry in getattr(settings, "CACHES", {}).items():
         if entry.get("BACKEND") != BACKEND:
             continue
-        try:
-            FerriteCache(entry.get("LOCATION"), entry)
-        except ConfigError as error:
+        error = FerriteCache(entry.get("LOCATION"), entry).config_error
+        if error is not None:
             errors.append(
                 Error(
                     f"CACHES[{name!r}]: {error}",

@@ -4,9 +4,14 @@ over every serializer/compressor combination."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import pickle
+import re
+import threading
 import warnings
 from collections.abc import Callable
-from typing import Any
+from decimal import Decimal
+from typing import Any, NamedTuple
 
 import pytest
 import redis
@@ -15,12 +20,27 @@ from ferrite_integrations import ConfigError, get_manager
 from ferrite_integrations.django import FerriteCache
 from ferrite_integrations.testing import EmbeddedServer
 
-CODECS = [
-    {},
-    {"serializer": "json"},
-    {"compressor": "zlib", "compress_min_size": 0},
-    {"serializer": "pickle", "compressor": "zlib", "compress_min_size": 10},
-]
+CUSTOM = "tests.django.custom"
+
+
+class Point(NamedTuple):
+    x: int
+    y: int
+
+
+CODECS: dict[str, dict[str, Any]] = {
+    "pickle": {},
+    "json": {"serializer": "json"},
+    "msgpack": {"serializer": "msgpack"},
+    "dotted-serializer": {"serializer": f"{CUSTOM}.MarshalSerializer"},
+    "zlib": {"compressor": "zlib", "compress_min_size": 0},
+    "zstd": {"compressor": "zstd", "compress_min_size": 0},
+    "lz4": {"compressor": "lz4", "compress_min_size": 0},
+    "dotted-compressor": {"compressor": f"{CUSTOM}.BZ2Compressor", "compress_min_size": 0},
+    "pickle+zlib>10": {"serializer": "pickle", "compressor": "zlib", "compress_min_size": 10},
+    "msgpack+zstd>10": {"serializer": "msgpack", "compressor": "zstd", "compress_min_size": 10},
+    "json+lz4>10": {"serializer": "json", "compressor": "lz4", "compress_min_size": 10},
+}
 
 
 class Sync:
@@ -49,9 +69,22 @@ class Async:
         return call
 
 
-@pytest.fixture(params=range(len(CODECS)), ids=["pickle", "json", "zlib", "pickle+zlib>10"])
+# The optional extras each codec needs (an environment without one skips its cases).
+EXTRAS = {"msgpack": "msgpack", "zstd": "zstandard", "lz4": "lz4.frame"}
+
+
+def need_extras(*names: Any) -> None:
+    for name in names:
+        for codec, module in EXTRAS.items():
+            if codec in str(name):
+                pytest.importorskip(module)
+
+
+@pytest.fixture(params=sorted(CODECS))
 def options(request: pytest.FixtureRequest) -> dict[str, Any]:
-    return dict(CODECS[request.param])
+    options = dict(CODECS[request.param])
+    need_extras(*options.values())
+    return options
 
 
 @pytest.fixture
@@ -115,6 +148,9 @@ def test_delete_and_touch_return_whether_the_key_existed(api: Any, cache: Ferrit
     assert api.touch("absent") is False
     assert api.delete("k") is True
     assert api.delete("k") is False
+    api.set("doomed", 1)
+    assert api.touch("doomed", timeout=0) is True  # a 0 timeout expires it at once
+    assert api.has_key("doomed") is False
 
 
 def test_many(api: Any) -> None:
@@ -122,9 +158,20 @@ def test_many(api: Any) -> None:
     assert api.get_many(["a", "b", "c", "absent"]) == {"a": 1, "b": "two", "c": None}
     assert api.get_many([]) == {}
     assert api.set_many({}) == []
-    api.delete_many(["a", "b"])
+    assert api.delete_many(["a", "b"]) is None
     api.delete_many([])
     assert api.get_many(["a", "b", "c"]) == {"c": None}
+
+
+def test_set_many_timeouts(api: Any, cache: FerriteCache) -> None:
+    assert api.set_many({"x": 1, "y": 2}, timeout=30) == []
+    assert all(0 < (cache.ttl(key) or 0) <= 30 for key in ("x", "y"))
+    assert api.set_many({"x": 1}, timeout=None) == []
+    assert cache.ttl("x") is None
+    assert api.set_many({"x": 1, "y": 2}, timeout=0) == []  # deletes, like set()
+    assert api.get_many(["x", "y"]) == {}
+    api.set_many({"v": "one"}, version=3)
+    assert (api.get("v"), api.get("v", version=3)) == (None, "one")
 
 
 def test_incr_and_decr(api: Any) -> None:
@@ -135,6 +182,12 @@ def test_incr_and_decr(api: Any) -> None:
     assert api.get("n") == 10
     with pytest.raises(ValueError, match="not found"):
         api.incr("absent")
+    with pytest.raises(ValueError, match="not found"):
+        api.decr("absent")
+    assert api.has_key("absent") is False  # a failed incr creates nothing
+    api.set("negative", -3)
+    assert api.incr("negative", -2) == -5
+    assert api.decr("negative", -10) == 5
 
 
 def test_versions(api: Any) -> None:
@@ -152,9 +205,16 @@ def test_versions(api: Any) -> None:
     assert api.get("none", "missing", version=2) is None
 
 
-def test_get_or_set(api: Any) -> None:
+def test_get_or_set(api: Any, cache: FerriteCache) -> None:
     assert api.get_or_set("k", lambda: "computed") == "computed"
     assert api.get_or_set("k", "other") == "computed"
+    assert api.get_or_set("stored-none", None) is None  # None is a value: it is stored
+    assert api.has_key("stored-none") is True
+    assert api.get_or_set("stored-none", "other") is None
+    assert api.get_or_set("with-timeout", lambda: 7, timeout=40) == 7
+    assert 0 < (cache.ttl("with-timeout") or 0) <= 40
+    assert api.get_or_set("k2", lambda: "v2", version=2) == "v2"
+    assert api.get("k2") is None
 
 
 def test_clear_flushes_the_database(api: Any) -> None:
@@ -163,13 +223,24 @@ def test_clear_flushes_the_database(api: Any) -> None:
     assert api.get("k") is None
 
 
-def test_key_validation_warns_like_django(cache: FerriteCache) -> None:
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [("x" * 300, "longer than 250"), ("with space", "characters"), ("tab\there", "characters")],
+    ids=["long", "space", "control"],
+)
+def test_key_validation_warns_like_django(api: Any, key: str, reason: str) -> None:
     from django.core.cache import CacheKeyWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        cache.set("x" * 300, 1)
-    assert any(issubclass(w.category, CacheKeyWarning) for w in caught)
+        api.set(key, 1)
+    assert [w.category for w in caught] == [CacheKeyWarning]
+    assert reason in str(caught[0].message)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert api.get(key) == 1  # a warning, not a refusal: the key still works
+        api.set("fine:key-é", 2)
+    assert [w.category for w in caught] == [CacheKeyWarning]
 
 
 def test_sync_and_async_see_the_same_data(cache: FerriteCache) -> None:
@@ -249,31 +320,34 @@ def test_close_after_a_request_keeps_the_shared_pool(ferrite_server: EmbeddedSer
     assert ids(before) == ids(after) != set()
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
 def test_ignore_exceptions_turns_a_down_server_into_misses(
-    ferrite_server_factory: Any,
+    ferrite_server_factory: Any, mode: str
 ) -> None:
     server = ferrite_server_factory()
-    cache = FerriteCache(
-        server.url,
-        {
-            "OPTIONS": {
-                "ignore_exceptions": True,
-                "socket_connect_timeout": 0.2,
-                "breaker_threshold": 2,
-            }
-        },
-    )
-    cache.set("k", 1)
+    options = {"socket_connect_timeout": 0.2, "breaker_threshold": 2}
+    cache = FerriteCache(server.url, {"OPTIONS": {**options, "ignore_exceptions": True}})
+    api = Sync(cache) if mode == "sync" else Async(cache)
+    api.set("k", 1)
     server.stop()
-    assert cache.get("k", "default") == "default"
-    cache.set("k", 2)  # does nothing, raises nothing
-    assert cache.get_many(["k"]) == {}
-    assert cache.add("k", 1) is False
-    assert cache.delete("k") is False
-    assert asyncio.run(cache.aget("k", "default")) == "default"
-    strict = FerriteCache(server.url, {"OPTIONS": {"socket_connect_timeout": 0.2}})
+    assert api.get("k", "default") == "default"
+    api.set("k", 2)  # does nothing, raises nothing
+    assert api.get_many(["k"]) == {}
+    assert api.set_many({"a": 1, "b": 2}) == ["a", "b"]  # the keys that failed
+    api.delete_many(["a"])
+    assert api.add("k", 1) is False
+    assert api.delete("k") is False
+    assert api.touch("k") is False
+    assert api.has_key("k") is False
+    assert api.get_or_set("k", "computed") == "computed"
+    with pytest.raises(ValueError, match="unavailable"):
+        api.incr("k")
+    assert cache.ttl("k") == 0
+    assert cache.delete_pattern("*") == 0
+    assert api.clear() is False
+    strict = FerriteCache(server.url, {"OPTIONS": options})
     with pytest.raises(redis.ConnectionError):
-        strict.get("k")
+        (Sync(strict) if mode == "sync" else Async(strict)).get("k")
 
 
 @pytest.mark.parametrize(
@@ -289,11 +363,33 @@ def test_ignore_exceptions_turns_a_down_server_into_misses(
         ("redis://h", {"pool": "somewhere"}, "pool"),
     ],
 )
-def test_bad_settings_raise_config_errors(
+def test_bad_settings_raise_config_errors_on_first_use(
     location: Any, options: dict[str, Any], fragment: str
 ) -> None:
-    with pytest.raises(ConfigError, match=fragment):
-        FerriteCache(location, {"OPTIONS": options})
+    # Built without raising (Django's own system checks build every cache before
+    # ferrite.E001 can report it), the cache raises the error on every use.
+    cache = FerriteCache(location, {"OPTIONS": options})
+    assert isinstance(cache.config_error, ConfigError)
+    assert re.search(fragment, str(cache.config_error))
+    for use in (
+        lambda: cache.get("k"),
+        lambda: cache.set("k", 1),
+        lambda: cache.incr("k"),
+        cache.clear,
+        lambda: cache.pool_alias,
+        lambda: asyncio.run(cache.aget("k")),
+        lambda: asyncio.run(cache.aset_many({"k": 1})),
+    ):
+        with pytest.raises(ConfigError, match=fragment):
+            use()
+    cache.close()  # Django closes every cache after each request: that still works
+
+
+def test_a_valid_cache_has_no_config_error(ferrite_server: EmbeddedServer) -> None:
+    cache = FerriteCache(ferrite_server.url, {"OPTIONS": {"serializer": "json"}})
+    assert cache.config_error is None
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        cache.nothing  # noqa: B018
 
 
 def test_a_cache_can_use_a_pool_configured_elsewhere(ferrite_server: EmbeddedServer) -> None:
@@ -302,3 +398,125 @@ def test_a_cache_can_use_a_pool_configured_elsewhere(ferrite_server: EmbeddedSer
     cache = FerriteCache(None, {"OPTIONS": {"pool": "shared-with-flask"}})
     cache.set("k", "v")
     assert manager.client("shared-with-flask").get(cache.make_key("k")) is not None
+
+
+PICKLED: list[Any] = [
+    b"\x00raw bytes",
+    b"\xfeFlooks like the compressed header",
+    (1, "tuple"),
+    {1, 2, 3},
+    frozenset({"a"}),
+    Decimal("1.10"),
+    dt.datetime(2024, 5, 17, 12, 30, tzinfo=dt.UTC),
+    dt.date(2024, 5, 17),
+    Point(1, 2),
+    {"nested": [Point(3, 4), None, (5,)]},
+    2**80,
+    False,
+    "12",
+    " 7 ",
+    "",
+]
+
+
+@pytest.mark.parametrize(
+    "value", PICKLED, ids=[type(v).__name__ + str(i) for i, v in enumerate(PICKLED)]
+)
+@pytest.mark.parametrize("codec", ["pickle", "pickle+zlib>10"])
+def test_any_picklable_value_round_trips(
+    ferrite_server: EmbeddedServer, codec: str, value: Any
+) -> None:
+    cache = FerriteCache(ferrite_server.url, {"OPTIONS": CODECS[codec], "KEY_PREFIX": "p"})
+    cache.set("key", value)
+    assert cache.get("key") == value
+    assert type(cache.get("key")) is type(value)
+    asyncio.run(cache.aset("akey", value))
+    assert asyncio.run(cache.aget("akey")) == value
+    assert cache.get_many(["key", "akey"]) == {"key": value, "akey": value}
+
+
+@pytest.mark.parametrize("compressor", ["zlib", "zstd", "lz4", f"{CUSTOM}.BZ2Compressor"])
+def test_compress_min_size_decides_what_is_compressed(
+    ferrite_server: EmbeddedServer, compressor: str
+) -> None:
+    need_extras(compressor)
+    cache = FerriteCache(
+        ferrite_server.url,
+        {"OPTIONS": {"compressor": compressor, "compress_min_size": 100}, "KEY_PREFIX": "z"},
+    )
+    small, large = "s" * 20, "l" * 5000
+    cache.set("small", small)
+    cache.set("large", large)
+    raw = redis.Redis(**ferrite_server.redis_kwargs())
+    stored_small = raw.get(cache.make_key("small"))
+    stored_large = raw.get(cache.make_key("large"))
+    raw.close()
+    assert stored_small == pickle.dumps(small, pickle.HIGHEST_PROTOCOL)  # under the minimum
+    assert stored_large is not None
+    assert len(stored_large) < len(large) // 10  # compressed on the server
+    assert (cache.get("small"), cache.get("large")) == (small, large)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_key_prefix_version_and_key_function_shape_the_stored_key(
+    ferrite_server: EmbeddedServer, mode: str
+) -> None:
+    raw = redis.Redis(**ferrite_server.redis_kwargs())
+    raw.flushdb()
+    plain = FerriteCache(ferrite_server.url, {"KEY_PREFIX": "site1", "VERSION": 4})
+    other = FerriteCache(ferrite_server.url, {"KEY_PREFIX": "site2", "VERSION": 4})
+    dotted = FerriteCache(
+        ferrite_server.url, {"KEY_PREFIX": "kf", "KEY_FUNCTION": f"{CUSTOM}.reversed_key"}
+    )
+    function = FerriteCache(
+        ferrite_server.url, {"KEY_FUNCTION": lambda key, prefix, version: f"fn-{key}"}
+    )
+    wrap = Sync if mode == "sync" else Async
+    wrap(plain).set("name", "one")
+    wrap(other).set("name", "two")
+    wrap(dotted).set("abc", "three")
+    wrap(function).set("xyz", "four")
+    assert sorted(raw.keys()) == [b"cba|kf|1", b"fn-xyz", b"site1:4:name", b"site2:4:name"]
+    assert wrap(plain).get("name") == "one"  # same key, another prefix: another value
+    assert wrap(other).get("name") == "two"
+    assert wrap(plain).get("name", version=1) is None
+    assert wrap(dotted).get("abc") == "three"
+    assert sorted(plain.iter_keys("*")) == ["name"]
+    raw.close()
+
+
+def test_async_methods_run_on_the_event_loop_not_in_a_thread(
+    ferrite_server: EmbeddedServer,
+) -> None:
+    from tests.django.custom import ThreadRecordingSerializer
+
+    cache = FerriteCache(
+        ferrite_server.url, {"OPTIONS": {"serializer": f"{CUSTOM}.ThreadRecordingSerializer"}}
+    )
+    cache.set("k", "v")
+    ThreadRecordingSerializer.threads.clear()
+
+    async def main() -> list[Any]:
+        return list(await asyncio.gather(*(cache.aget("k") for _ in range(20))))
+
+    assert asyncio.run(main()) == ["v"] * 20
+    # Under sync_to_async the values would be decoded on a worker thread.
+    assert set(ThreadRecordingSerializer.threads) == {threading.get_ident()}
+
+
+def test_lock_is_exclusive(cache: FerriteCache) -> None:
+    first = cache.lock("resource", timeout=5)
+    second = cache.lock("resource", timeout=5)
+    assert first.acquire(blocking=False) is True
+    assert second.acquire(blocking=False) is False
+    first.release()
+    assert second.acquire(blocking=False) is True
+    second.release()
+
+
+def test_get_client_is_a_redis_client_on_the_shared_pool(cache: FerriteCache) -> None:
+    client = cache.get_client()
+    cache.set("k", 5)
+    assert client.get(cache.make_key("k")) == b"5"
+    assert client.connection_pool is get_manager().pool(cache.pool_alias)
+    assert cache.get_client(write=True) is client

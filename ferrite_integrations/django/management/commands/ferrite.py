@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import redis
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ferrite_integrations import FerriteError, get_manager
@@ -26,8 +27,8 @@ class Command(BaseCommand):
         for alias in aliases:
             try:
                 self._show(manager, options["action"], alias)
-            except FerriteError as error:
-                raise CommandError(str(error)) from None
+            except (FerriteError, redis.RedisError) as error:  # e.g. ping with the server down
+                raise CommandError(f"{alias}: {error}") from None
 
     def _show(self, manager: Any, action: str, alias: str) -> None:
         if action == "status":

@@ -1,0 +1,150 @@
+"""Reading ``app.config``: ``<PREFIX>_URL``, ``<PREFIX>_<OPTION>`` for every option of the
+shared vocabulary, ``<PREFIX>_POOLS`` and ``<PREFIX>_HEALTH_URL``, turned into validated
+``PoolConfig`` values. Every mistake is a ``ConfigError`` naming the config key."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ferrite_integrations import ConfigError, PoolConfig, PoolOptions
+
+__all__ = ["AppSettings", "read_settings"]
+
+DEFAULT_POOL = "default"
+OPTION_NAMES: tuple[str, ...] = tuple(PoolOptions.__annotations__)
+_OWN_SUFFIXES = ("URL", "POOLS", "HEALTH_URL")
+_KNOWN_SUFFIXES = frozenset(_OWN_SUFFIXES) | {name.upper() for name in OPTION_NAMES}
+_TEXT_HINT = (
+    " Values read from the environment are text: load them with "
+    "app.config.from_prefixed_env(), which parses numbers and booleans, or convert them."
+)
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """What one extension reads from one app's configuration.
+
+    Attributes:
+        pools: pool name -> configuration; ``"default"`` is always present.
+        health_url: the URL rule of the health endpoint, or ``None`` (off).
+    """
+
+    pools: dict[str, PoolConfig]
+    health_url: str | None
+
+
+def read_settings(config: Mapping[str, Any], prefix: str) -> AppSettings:
+    """Read and validate the keys of ``prefix`` in ``config`` (an ``app.config``).
+
+    Raises:
+        ConfigError: naming the config key, the problem and how to fix it.
+    """
+    _refuse_typos(config, prefix)
+    options = {
+        name: config[key] for name in OPTION_NAMES if (key := f"{prefix}_{name.upper()}") in config
+    }
+    url = config.get(f"{prefix}_URL")
+    if url is not None and not isinstance(url, str):
+        raise ConfigError(
+            f"app.config[{prefix + '_URL'!r}] must be a URL string such as "
+            f"'redis://127.0.0.1:6379/0'; got {type(url).__name__}.",
+            option=f"{prefix}_URL",
+        )
+    pools = {DEFAULT_POOL: _build(url, options, lambda name: _key(prefix, name))}
+    pools.update(_named_pools(config.get(f"{prefix}_POOLS"), prefix))
+    return AppSettings(pools=pools, health_url=_health_url(config, prefix))
+
+
+def _key(prefix: str, option: str | None) -> str:
+    if option is None or option == "url" or option not in OPTION_NAMES:
+        return f"{prefix}_URL"
+    return f"{prefix}_{option.upper()}"
+
+
+def _build(url: str | None, options: dict[str, Any], key_of: Any) -> PoolConfig:
+    try:
+        return PoolConfig.from_url(url, **options)
+    except ConfigError as error:
+        key = key_of(error.option)
+        hint = _TEXT_HINT if isinstance(options.get(error.option or ""), str) else ""
+        raise ConfigError(f"{key}: {error}{hint}", option=key) from None
+
+
+def _named_pools(pools: Any, prefix: str) -> dict[str, PoolConfig]:
+    key = f"{prefix}_POOLS"
+    if pools is None:
+        return {}
+    if not isinstance(pools, Mapping):
+        raise ConfigError(
+            f"app.config[{key!r}] must be a dict of pool name -> URL string or dict of "
+            f"options (with 'url'); got {type(pools).__name__}.",
+            option=key,
+        )
+    built = {}
+    for name, entry in pools.items():
+        if not isinstance(name, str) or not name or name == DEFAULT_POOL:
+            raise ConfigError(
+                f"app.config[{key!r}]: pool names must be non-empty strings other than "
+                f"'default' (that one is {prefix}_URL); got {name!r}.",
+                option=key,
+            )
+        built[name] = _named_pool(name, entry, key)
+    return built
+
+
+def _named_pool(name: str, entry: Any, key: str) -> PoolConfig:
+    where = f"{key}[{name!r}]"
+    if isinstance(entry, str):
+        entry = {"url": entry}
+    if not isinstance(entry, Mapping):
+        raise ConfigError(
+            f"{where} must be a URL string or a dict of options with 'url'; "
+            f"got {type(entry).__name__}.",
+            option=key,
+        )
+    options = {str(option).lower(): value for option, value in entry.items()}
+    url = options.pop("url", None)
+    if url is None or not isinstance(url, str):
+        raise ConfigError(
+            f"{where} needs a 'url' string such as 'redis://127.0.0.1:6379/1'; got {url!r}.",
+            option=key,
+        )
+    return _build(url, options, lambda option: f"{where}[{option or 'url'!r}]")
+
+
+def _health_url(config: Mapping[str, Any], prefix: str) -> str | None:
+    key = f"{prefix}_HEALTH_URL"
+    value = config.get(key)
+    if value in (None, "", False):
+        return None
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ConfigError(
+            f"app.config[{key!r}] must be a URL path starting with '/', such as "
+            f"'/health/ferrite', or None to serve no health endpoint; got {value!r}.",
+            option=key,
+        )
+    return value
+
+
+def _refuse_typos(config: Mapping[str, Any], prefix: str) -> None:
+    """A key of our prefix that is not ours but close to one of ours is a typo. Keys that
+    end in another of our names (``FERRITE_CACHE_URL``) may belong to an extension with a
+    longer prefix, and keys far from every name belong to someone else: both are left."""
+    start = f"{prefix}_"
+    for key in config:
+        if not isinstance(key, str) or not key.startswith(start):
+            continue
+        suffix = key[len(start) :]
+        if suffix in _KNOWN_SUFFIXES or any(suffix.endswith(f"_{k}") for k in _KNOWN_SUFFIXES):
+            continue
+        close = difflib.get_close_matches(suffix, sorted(_KNOWN_SUFFIXES), n=1, cutoff=0.8)
+        if close:
+            raise ConfigError(
+                f"Unknown config key {key!r}. Did you mean {start + close[0]!r}? The keys "
+                f"are {prefix}_URL, {prefix}_POOLS, {prefix}_HEALTH_URL and {prefix}_<OPTION> "
+                "for the options in docs/configuration.md.",
+                option=key,
+            )
