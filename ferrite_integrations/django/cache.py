@@ -89,6 +89,13 @@ class FerriteCache(BaseCache):
         options = dict(params.get("OPTIONS") or {})
         backend = {name: options.pop(name) for name in list(options) if name in _BACKEND_OPTIONS}
         self._alias = self._pool_alias(server, backend.get("pool"), options)
+        if self._manager.config(self._alias).decode_responses:
+            raise ConfigError(
+                "FerriteCache stores bytes (serialized, maybe compressed) and cannot use a "
+                "pool with decode_responses=True; drop that option (or name a pool without it "
+                "in 'pool').",
+                option="decode_responses",
+            )
         self._codec = ValueCodec(
             backend.get("serializer", "pickle"),
             backend.get("compressor"),

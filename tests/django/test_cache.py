@@ -361,6 +361,7 @@ def test_ignore_exceptions_turns_a_down_server_into_misses(
         ("redis://h", {"compress_min_size": -1}, ">= 0"),
         (["redis://a", "redis://b"], {}, "one server"),
         ("redis://h", {"pool": "somewhere"}, "pool"),
+        ("redis://h", {"decode_responses": True}, "cannot use a pool with decode_responses"),
     ],
 )
 def test_bad_settings_raise_config_errors_on_first_use(
