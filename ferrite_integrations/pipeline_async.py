@@ -6,6 +6,11 @@
   same tick (under ``asyncio.gather``, or by many concurrent requests) goes out as one
   pipeline on one connection; while one batch is in flight, the next fills.
 
+A scope on a pool that has an ``AutoPipeliner`` (``manager.async_client(alias,
+auto_pipeline=True)`` made one on this loop) hands each batch (its queue, plus the read that
+carries it) to the pipeliner as one group, kept adjacent and in order inside a shared batch;
+the scope's send lock still orders the scope's own batches, so read-your-writes holds.
+
 Cancellation safety (redis-py's CVE-2023-28858/28859 was a reply left on a connection by a
 cancelled caller): a batch is written and read by its own task, never by a caller. A
 caller cancelled while its command is in flight only stops waiting; the batch task still
@@ -18,7 +23,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import weakref
 from collections import deque
+from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import redis.asyncio
@@ -57,6 +65,12 @@ _active: contextvars.ContextVar[tuple[AsyncRequestScope, ...]] = contextvars.Con
 )
 # Transactions, blocking commands and pub/sub need a connection of their own.
 BYPASS: frozenset[str] = IMMEDIATE | STATEFUL | {"PUBLISH"}
+# The pipeliner each pool's scopes send through: the first one made for the pool (the
+# manager makes one per pool). Weak both ways, so neither keeps the other alive.
+_pipeliners: weakref.WeakKeyDictionary[AsyncFerritePool, weakref.ref[AutoPipeliner]] = (
+    weakref.WeakKeyDictionary()
+)
+Commands = Sequence[tuple[tuple[Any, ...], Mapping[str, Any]]]
 
 
 class AsyncHandle(HandleBase):
@@ -165,6 +179,8 @@ class AsyncRequestScope:
         self._depth = 0
         self._send_lock = asyncio.Lock()  # orders sends: a read waits for a batch in flight
         self._sending = 0
+        self._in_flight: set[asyncio.Future[list[Any]]] = set()
+        self._pipeliner: AutoPipeliner | None = None
         self.round_trips = 0
         self.commands_sent = 0
 
@@ -182,10 +198,12 @@ class AsyncRequestScope:
         return bool(self._handles) or self._sending > 0
 
     async def flush(self) -> None:
-        """Send everything queued now, in one round trip."""
+        """Send everything queued now, in one round trip; return once every batch of the
+        scope (also one whose sender was cancelled) has its replies."""
         async with self._send_lock:
             if self._handles:
                 await self._send(None)
+            await self._drain()
 
     async def __aenter__(self) -> AsyncRequestScope:
         if self._depth == 0:
@@ -200,6 +218,7 @@ class AsyncRequestScope:
         try:
             if error is not None and self.on_error == "discard":
                 self._discard()
+                await self._drain()
             else:
                 await self.flush()
         finally:
@@ -228,22 +247,40 @@ class AsyncRequestScope:
         self._handles.append(handle)
         return handle
 
-    async def _send_with(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+    async def _send_with(
+        self,
+        args: tuple[Any, ...],
+        options: dict[str, Any],
+        pipeliner: AutoPipeliner | None = None,
+    ) -> Any:
+        """Send the queue and this command together; return this command's reply. With
+        nothing left to carry (a batch in flight delayed it), the command goes alone, through
+        ``pipeliner`` when the caller's client batches."""
+        name = command_name(args)
         async with self._send_lock:
-            if not self._handles:
+            await self._drain()
+            if self._handles:
+                handle = AsyncHandle(None, name)
+                self._queue.command_stack.append((args, options))
+                self._handles.append(handle)
+                await self._send(handle)
+            elif pipeliner is None or name in BYPASS:
                 self._count(1)
                 return await redis.asyncio.Redis.execute_command(self.client, *args, **options)  # type: ignore[no-untyped-call]
-            handle = AsyncHandle(None, command_name(args))
-            self._queue.command_stack.append((args, options))
-            self._handles.append(handle)
-            await self._send(handle)
+            else:
+                return await pipeliner.submit(args, options, name)
         return await handle.result()
 
     async def _send(self, own: AsyncHandle | None) -> None:
-        # Caller holds _send_lock. See RequestScope._send: own pipeline, raw replies,
-        # callbacks applied per command afterwards.
+        # Caller holds _send_lock and has drained earlier batches. The queue is handed over
+        # whole, with its handles and scripts; replies come back raw and callbacks are
+        # applied per command afterwards, so a failing callback fails its command only.
+        pipeliner = self._pipeliner_for(own.name if own is not None else None)
         handles, self._handles = self._handles, []
         stack, self._queue.command_stack = self._queue.command_stack, []
+        if pipeliner is not None:
+            await self._send_grouped(pipeliner, handles, stack, own)
+            return
         batch = redis.asyncio.client.Pipeline(self.pool, CaseInsensitiveDict({}), False, None)
         batch.command_stack = stack
         batch.scripts, self._queue.scripts = self._queue.scripts, set()
@@ -268,6 +305,69 @@ class AsyncRequestScope:
             handles, stack, raw, self.client.response_callbacks, own=own, failures=self._failures
         )
 
+    async def _send_grouped(
+        self,
+        pipeliner: AutoPipeliner,
+        handles: list[AsyncHandle],
+        stack: list[Any],
+        own: AsyncHandle | None,
+    ) -> None:
+        # The group goes out whole even if this caller is cancelled: the pipeliner reads its
+        # replies and the handles are settled from them when they arrive (busy, and _drain,
+        # wait for that), so a cancelled read never loses or misreports the writes it carried.
+        group = pipeliner.submit_many(stack)
+        self._sending += 1
+        self._in_flight.add(group)
+        try:
+            await asyncio.shield(group)
+        except asyncio.CancelledError:
+            if not group.done():
+                group.add_done_callback(partial(self._settle_group, handles, stack, own))
+                raise
+            self._settle_group(handles, stack, own, group)
+            raise
+        except Exception:  # the group's own failure: settled below, per handle
+            pass
+        self._settle_group(handles, stack, own, group)
+
+    def _settle_group(
+        self,
+        handles: list[AsyncHandle],
+        stack: list[Any],
+        own: AsyncHandle | None,
+        group: asyncio.Future[list[Any]],
+    ) -> None:
+        # Runs once per group, on the loop; the pipeliner already counted the pool's batch.
+        self._sending -= 1
+        self._in_flight.discard(group)
+        raw = _group_replies(group, len(handles))
+        self.round_trips += 1
+        self.commands_sent += len(handles)
+        settle_batch(
+            handles, stack, raw, self.client.response_callbacks, own=own, failures=self._failures
+        )
+        # The scope ended before this group settled (its exit was cancelled while draining):
+        # report now, or these failures would never be logged and counted.
+        if self._token is None and self._failures:
+            failures, self._failures = self._failures, []
+            report_failures(failures, self.pool.record_batch, False)
+
+    async def _drain(self) -> None:
+        """Wait for groups still in flight whose sender was cancelled (never cancels them)."""
+        while self._in_flight:
+            await asyncio.wait(list(self._in_flight))
+
+    def _pipeliner_for(self, name: str | None) -> AutoPipeliner | None:
+        """The pipeliner this scope's batches go through, or ``None`` for its own pipeline:
+        no pipeliner on the pool, scripts queued (a pipeline loads them first), or a read
+        that must not wait in a shared batch (blocking, pub/sub, state-changing)."""
+        if self._queue.scripts or (name is not None and name in BYPASS):
+            return None
+        if self._pipeliner is None:  # pinned at first use: one order for all its batches
+            found = _pipeliners.get(self.pool)
+            self._pipeliner = found() if found is not None else None
+        return self._pipeliner
+
     def _count(self, commands: int) -> None:
         self.round_trips += 1
         self.commands_sent += commands
@@ -279,8 +379,18 @@ class AsyncRequestScope:
         discard_handles(handles)
 
 
+def _group_replies(group: asyncio.Future[list[Any]], size: int) -> list[Any]:
+    if group.cancelled():
+        return [_stopped(asyncio.CancelledError())] * size
+    failure = group.exception()
+    if failure is not None:  # nothing of the group was read: none can be assumed applied
+        return [failure] * size
+    return group.result()
+
+
 class _Call:
     __slots__ = ("args", "future", "name", "options")
+    size = 1
 
     def __init__(
         self, args: tuple[Any, ...], options: dict[str, Any], future: Any, name: str
@@ -291,13 +401,27 @@ class _Call:
         self.name = name
 
 
+class _Group:
+    """Commands that go out adjacent and in order; one future for all their raw replies."""
+
+    __slots__ = ("commands", "future", "size")
+
+    def __init__(self, commands: Commands, future: asyncio.Future[list[Any]]) -> None:
+        self.commands = commands
+        self.future = future
+        self.size = len(commands)
+
+
 class AutoPipeliner:
     """Batches the commands of one event loop's callers into pipelines.
+
+    Invariant: one batch at a time, in arrival order; the sender task alone writes and
+    reads the batch's connection.
 
     Args:
         pool: the loop's async pool.
         client: parses replies with its response callbacks.
-        max_batch: the most commands one pipeline carries.
+        max_batch: the most commands one pipeline carries (a larger group goes alone).
     """
 
     def __init__(
@@ -306,8 +430,11 @@ class AutoPipeliner:
         self.pool = pool
         self.client = client
         self.max_batch = max_batch
-        self._waiting: deque[_Call] = deque()
+        self._waiting: deque[_Call | _Group] = deque()
         self._sender: asyncio.Task[None] | None = None
+        registered = _pipeliners.get(pool)
+        if registered is None or registered() is None:
+            _pipeliners[pool] = weakref.ref(self)
 
     async def submit(self, args: tuple[Any, ...], options: dict[str, Any], name: str) -> Any:
         """Queue one command and wait for its own reply (or its own error)."""
@@ -317,13 +444,28 @@ class AutoPipeliner:
             self._sender = asyncio.get_running_loop().create_task(self._send_all())
         return await future
 
+    def submit_many(self, commands: Commands) -> asyncio.Future[list[Any]]:
+        """Queue ``(args, options)`` commands as one group: they go out adjacent and in
+        order within one batch, after everything queued before them.
+
+        Returns a future of the raw replies, in order (no response callbacks applied; a
+        command's error in its place), or of the exception that failed the batch before
+        any reply was read (a reply lost part-way fails that command and the rest in its
+        place). Cancelling the future before its batch is sent withdraws the whole group;
+        after that its replies are still read, and dropped.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        self._waiting.append(_Group(commands, future))
+        if self._sender is None or self._sender.done():
+            self._sender = loop.create_task(self._send_all())
+        return future
+
     async def _send_all(self) -> None:
         try:
             await asyncio.sleep(0)  # let every caller of this tick join the first batch
             while self._waiting:
-                count = min(self.max_batch, len(self._waiting))
-                batch = [self._waiting.popleft() for _ in range(count)]
-                batch = [call for call in batch if not call.future.cancelled()]
+                batch = self._take()
                 if batch:
                     await self._send(batch)
         except BaseException as failure:  # the sender itself was cancelled: nobody may hang
@@ -331,35 +473,28 @@ class AutoPipeliner:
             _fail(waiting, _stopped(failure))
             raise
 
-    async def _send(self, batch: list[_Call]) -> None:
+    def _take(self) -> list[_Call | _Group]:
+        """The next batch: whole entries, up to ``max_batch`` commands (at least one entry)."""
+        waiting, batch, size = self._waiting, [], 0
+        while waiting and (size == 0 or size + waiting[0].size <= self.max_batch):
+            entry = waiting.popleft()
+            if not entry.future.cancelled():
+                batch.append(entry)
+                size += entry.size
+        return batch
+
+    async def _send(self, batch: list[_Call | _Group]) -> None:
         try:
             connection = await self.pool.get_connection()
         except BaseException as failure:
             _fail(batch, _stopped(failure))
             _raise_if_stopping(failure)
             return
+        commands = _flatten(batch)
         healthy = False
         try:
-            await connection.send_packed_command(
-                connection.pack_commands([call.args for call in batch])
-            )
-            callbacks = self.client.response_callbacks
-            for index, call in enumerate(batch):
-                try:
-                    raw = await connection.read_response(
-                        disable_decoding=NEVER_DECODE in call.options
-                    )
-                except redis.exceptions.ResponseError as error:
-                    raw = call.options.get(EMPTY_RESPONSE, error)
-                except BaseException as failure:
-                    _fail(batch[index:], _stopped(failure))
-                    raise
-                outcome = apply_callback(callbacks, call.args, call.options, raw)
-                if not call.future.done():  # a cancelled caller's reply is read and dropped
-                    if isinstance(outcome, BaseException):
-                        call.future.set_exception(outcome)
-                    else:
-                        call.future.set_result(outcome)
+            await connection.send_packed_command(connection.pack_commands(commands))
+            await _read_replies(connection, batch, self.client.response_callbacks)
             healthy = True
         except BaseException as failure:
             _fail(batch, _stopped(failure))
@@ -368,7 +503,62 @@ class AutoPipeliner:
             if not healthy:
                 await connection.disconnect(nowait=True)
             await self.pool.release(connection)
-            self.pool.record_batch(len(batch), 1)
+            self.pool.record_batch(len(commands), 1)
+
+
+def _flatten(batch: list[_Call | _Group]) -> list[tuple[Any, ...]]:
+    commands: list[tuple[Any, ...]] = []
+    for entry in batch:
+        if isinstance(entry, _Call):
+            commands.append(entry.args)
+        else:
+            commands.extend(args for args, _ in entry.commands)
+    return commands
+
+
+async def _read_replies(connection: Any, batch: list[_Call | _Group], callbacks: Any) -> None:
+    """Read every reply of a sent batch, in order, into its caller's future. On a failure
+    the entries not yet answered get it and it propagates (the connection is then closed)."""
+    for index, entry in enumerate(batch):
+        if isinstance(entry, _Group):
+            try:
+                await _read_group(connection, entry)
+            except BaseException as failure:
+                _fail(batch[index + 1 :], _stopped(failure))
+                raise
+            continue
+        try:
+            raw = await connection.read_response(disable_decoding=NEVER_DECODE in entry.options)
+        except redis.exceptions.ResponseError as error:
+            raw = entry.options.get(EMPTY_RESPONSE, error)
+        except BaseException as failure:
+            _fail(batch[index:], _stopped(failure))
+            raise
+        outcome = apply_callback(callbacks, entry.args, entry.options, raw)
+        if not entry.future.done():  # a cancelled caller's reply is read and dropped
+            if isinstance(outcome, BaseException):
+                entry.future.set_exception(outcome)
+            else:
+                entry.future.set_result(outcome)
+
+
+async def _read_group(connection: Any, group: _Group) -> None:
+    # Replies read before a failure are real outcomes: they stay; the rest get the failure.
+    replies: list[Any] = []
+    try:
+        for _, options in group.commands:
+            try:
+                replies.append(
+                    await connection.read_response(disable_decoding=NEVER_DECODE in options)
+                )
+            except redis.exceptions.ResponseError as error:
+                replies.append(options.get(EMPTY_RESPONSE, error))
+    except BaseException as failure:
+        replies.extend([_stopped(failure)] * (group.size - len(replies)))
+        raise
+    finally:
+        if not group.future.done():
+            group.future.set_result(replies)
 
 
 def _stopped(failure: BaseException) -> BaseException:
@@ -385,7 +575,7 @@ def _raise_if_stopping(failure: BaseException) -> None:
         raise failure
 
 
-def _fail(calls: list[_Call], failure: BaseException) -> None:
+def _fail(calls: list[_Call | _Group], failure: BaseException) -> None:
     for call in calls:
         if not call.future.done():
             call.future.set_exception(failure)
@@ -400,7 +590,7 @@ class AutoPipelineClient(redis.asyncio.Redis):
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         scope = _scope_for(self.connection_pool)
         if scope is not None and scope.busy:  # read-your-writes: after the scope's queue
-            return await scope._send_with(args, options)
+            return await scope._send_with(args, options, self.pipeliner)
         name = command_name(args)
         if name in BYPASS:
             return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
