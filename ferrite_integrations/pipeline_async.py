@@ -107,6 +107,11 @@ class _AsyncQueue(redis.asyncio.client.Pipeline):
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
         return self.scope.client.pipeline(transaction, shard_hint)
 
+    def register_script(self, script: Any) -> Any:
+        """Scripts run at once through ``scope.client`` (after the queue), as in the sync
+        scope: redis-py's async script awaits its reply, which a queued command has not."""
+        return self.scope.client.register_script(script)
+
 
 class _FlushingPipeline(redis.asyncio.client.Pipeline):
     """Sends the async request scope's queue when it executes (see the sync twin)."""

@@ -144,6 +144,19 @@ def test_scripts_called_through_the_deferred_queue_run(manager: PoolManager) -> 
     assert handle.result() == 1
 
 
+def test_async_scripts_registered_on_the_deferred_queue_run_after_it(
+    manager: PoolManager, direct: redis.Redis
+) -> None:
+    async def request() -> Any:
+        async with manager.arequest_scope() as scope:
+            scope.deferred.set("n", 41)
+            script = scope.deferred.register_script("return redis.call('INCR', KEYS[1])")
+            return await script(keys=["n"])
+
+    assert asyncio.run(request()) == 42
+    assert direct.get("n") == b"42"
+
+
 def test_errors_of_commands_that_run_at_once_are_reported_too(
     manager: PoolManager, direct: redis.Redis
 ) -> None:
