@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Literal, TypeVar
 
 import redis.exceptions
@@ -23,7 +24,7 @@ from ferrite_integrations.errors import ServerUnavailableError, TLSError
 from ferrite_integrations.pool import FerritePool
 from ferrite_integrations.pool_async import AsyncFerritePool
 
-__all__ = ["Degraded", "Monitor", "Status", "overall_status", "pool_health"]
+__all__ = ["Degraded", "Monitor", "Status", "overall_status", "pool_health", "pools_health"]
 
 logger = logging.getLogger("ferrite_integrations.health")
 
@@ -51,6 +52,10 @@ class _SingleFlight:
         self._executor_pid = 0
 
     def run(self, key: str, call: Callable[[], T], timeout: float) -> T:
+        return self.wait(self.submit(key, call), timeout, timeout)
+
+    def submit(self, key: str, call: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """The ping in flight for ``key``, started now if there is none."""
         with self._lock:
             future = self._flights.get(key)
             started = future is None
@@ -58,13 +63,17 @@ class _SingleFlight:
                 future = self._flights[key] = self._threads().submit(call)
         if started:
             future.add_done_callback(lambda done: self._landed(key, done))
+        return future
+
+    @staticmethod
+    def wait(future: concurrent.futures.Future[T], wait: float, timeout: float) -> T:
+        """``future``'s result within ``wait`` seconds (``timeout`` is for the message)."""
         try:
-            result: T = future.result(timeout=timeout)
+            return future.result(timeout=max(0.0, wait))
         except concurrent.futures.TimeoutError:
             raise redis.exceptions.TimeoutError(
                 f"Health check did not finish within health_timeout={timeout} s"
             ) from None
-        return result
 
     async def arun(self, key: str, call: Callable[[], Awaitable[T]], timeout: float) -> T:
         loop = asyncio.get_running_loop()
@@ -142,12 +151,34 @@ def _known_down(pool: FerritePool | AsyncFerritePool) -> str | None:
 def pool_health(pool: FerritePool) -> dict[str, Any]:
     """A live report for one sync pool: one bounded PING (shared with concurrent checks of
     the same server), or an immediate ``down`` while its circuit breaker is open."""
-    down = _known_down(pool)
-    if down is not None:
-        return _report(pool, None, down)
+    return pools_health([pool])[0]
+
+
+def pools_health(pools: list[FerritePool]) -> list[dict[str, Any]]:
+    """Reports for several sync pools, their pings in flight together: the whole check
+    takes at most the longest ``health_timeout``, not their sum."""
+    started = time.monotonic()
+    flights: list[concurrent.futures.Future[float] | str] = []
+    for pool in pools:
+        down = _known_down(pool)
+        if down is not None:
+            flights.append(down)
+            continue
+        timeout = pool.config.health_timeout
+        flights.append(SINGLE_FLIGHT.submit(pool.config.address, partial(pool.ping, timeout)))
+    return [
+        _landed_report(pool, flight, started) for pool, flight in zip(pools, flights, strict=True)
+    ]
+
+
+def _landed_report(
+    pool: FerritePool, flight: concurrent.futures.Future[float] | str, started: float
+) -> dict[str, Any]:
+    if isinstance(flight, str):
+        return _report(pool, None, flight)
     timeout = pool.config.health_timeout
     try:
-        latency = SINGLE_FLIGHT.run(pool.config.address, lambda: pool.ping(timeout), timeout)
+        latency = SINGLE_FLIGHT.wait(flight, started + timeout - time.monotonic(), timeout)
     except ServerUnavailableError:
         return _report(pool, None, pool.breaker.snapshot().last_error)
     except _FAILURES as error:
@@ -251,7 +282,10 @@ async def alook_after(pool: AsyncFerritePool) -> None:
 async def amonitor(pools: Callable[[], list[AsyncFerritePool]]) -> None:
     """The async monitor task of one event loop (same rounds as ``Monitor``)."""
     due: dict[int, float] = {}
-    while True:
+    task = asyncio.current_task()
+    # Python 3.11's wait_for can swallow a cancellation that lands as its inner call ends
+    # (redis-py awaits one per send): a request still pending ends the task all the same.
+    while task is None or not task.cancelling():
         monitored = [pool for pool in pools() if pool.config.monitor]
         now = time.monotonic()
         for pool in monitored:

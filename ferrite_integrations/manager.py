@@ -14,6 +14,7 @@ import os
 import re
 import sys
 import threading
+import time
 import weakref
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from ferrite_integrations.health import (
     amonitor,
     apool_health,
     overall_status,
-    pool_health,
+    pools_health,
 )
 from ferrite_integrations.pipeline import OnError, RequestScope, ScopeClient, _scope_for
 from ferrite_integrations.pipeline_async import (
@@ -71,12 +72,23 @@ class _LoopEntry:
 
     async def aclose(self) -> None:
         monitor, self.monitor = self.monitor, None
-        if monitor is not None and not monitor.done():
-            monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await monitor
+        if monitor is not None:
+            await _stop_task(monitor)
         for pool in list(self.pools.values()):
             await pool.disconnect()
+
+
+async def _stop_task(task: asyncio.Task[None]) -> None:
+    # Cancel again until it ends: a cancellation can be swallowed on Python 3.11 (wait_for).
+    deadline = time.monotonic() + _LOOP_CLOSE_TIMEOUT
+    while not task.done():
+        if time.monotonic() > deadline:
+            logger.warning("The health monitor task did not stop; leaving it behind.")
+            return
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("The health monitor task had failed: %r", task.exception())
 
 
 async def _close_with_loop(entry: _LoopEntry) -> AsyncGenerator[None, None]:
@@ -380,25 +392,20 @@ class PoolManager:
         with its status, breaker state, latency, last error, counts and address (never a
         password).
         """
-        reports: dict[PoolConfig, dict[str, Any]] = {}
-        pools: dict[str, Any] = {}
-        for name in [alias] if alias is not None else self.aliases():
-            pool = self.pool(name)
-            if pool.config not in reports:
-                reports[pool.config] = pool_health(pool)
-            pools[name] = reports[pool.config]
+        names = [alias] if alias is not None else self.aliases()
+        by_config = {pool.config: pool for pool in map(self.pool, names)}
+        reports = dict(zip(by_config, pools_health(list(by_config.values())), strict=True))
+        pools = {name: reports[self.config(name)] for name in names}
         statuses = [report["status"] for report in pools.values()]
         return {"status": overall_status(statuses), "pools": pools}
 
     async def ahealth(self, alias: str | None = None) -> dict[str, Any]:
         """The async twin of ``health``, using the running loop's pools."""
-        reports: dict[PoolConfig, dict[str, Any]] = {}
-        pools: dict[str, Any] = {}
-        for name in [alias] if alias is not None else self.aliases():
-            pool = self.async_pool(name)
-            if pool.config not in reports:
-                reports[pool.config] = await apool_health(pool)
-            pools[name] = reports[pool.config]
+        names = [alias] if alias is not None else self.aliases()
+        by_config = {pool.config: pool for pool in map(self.async_pool, names)}
+        landed = await asyncio.gather(*map(apool_health, by_config.values()))
+        reports = dict(zip(by_config, landed, strict=True))
+        pools = {name: reports[self.config(name)] for name in names}
         statuses = [report["status"] for report in pools.values()]
         return {"status": overall_status(statuses), "pools": pools}
 
@@ -423,8 +430,10 @@ class PoolManager:
                 entry.monitor = loop.create_task(amonitor(self._async_pools))
 
     def _sync_pools(self) -> list[FerritePool]:
-        """One pool per configured configuration (made if needed): the monitor's charge."""
-        return list({id(pool): pool for pool in map(self.pool, self.aliases())}.values())
+        """One pool per configured configuration (made if needed): the monitor's charge.
+        Listed under the lock, so that an alias ``forget`` removes is never half seen."""
+        with self._lock:
+            return list({id(pool): pool for pool in map(self.pool, sorted(self._configs))}.values())
 
     def _async_pools(self) -> list[AsyncFerritePool]:
         return list({id(pool): pool for pool in map(self.async_pool, self.aliases())}.values())
@@ -487,6 +496,32 @@ class PoolManager:
                 _close_on_loop(loop, entry)
             except Exception as error:  # one stuck loop must not keep the others open
                 logger.warning("Could not close the pools of event loop %r: %s", loop, error)
+
+    def forget(self, alias: str) -> bool:
+        """Unbind ``alias`` (an unknown alias is ignored). When no other alias shares its
+        configuration, its sync pool leaves the manager too: the monitor no longer pings or
+        tops it up, and its idle connections are closed (connections in use stay with their
+        borrowers). Clients obtained earlier keep working, unmaintained. For adapters whose
+        app is gone. Returns whether a pool was retired."""
+        with self._lock:
+            config = self._configs.pop(alias, None)
+            self._degraded.pop(alias, None)
+            pool = None
+            if config is not None and not self._aliases_of(config):
+                pool = self._pools.pop(config, None)
+                self._clients.pop(config, None)
+            monitor = self._monitor if pool is not None else None
+            if monitor is not None:
+                self._monitor = None
+        if pool is None:
+            return False
+        if monitor is not None:
+            # A round that listed the pool before it left may be topping it up: let that
+            # round end before closing the connections, then go on with a new monitor.
+            monitor.stop()
+            self.start_monitor()
+        pool.disconnect(inuse_connections=False)
+        return True
 
     def _selected(self, alias: str | None) -> list[PoolConfig]:
         if alias is not None:

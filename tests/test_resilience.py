@@ -393,6 +393,42 @@ def test_health_answers_within_health_timeout_even_on_a_slow_network(
     assert report["status"] in ("up", "down")
 
 
+def test_health_of_several_hung_servers_takes_one_health_timeout_not_their_sum(
+    ferrite_server_factory: ServerFactory, manager: PoolManager, driver: Driver
+) -> None:
+    servers = [ferrite_server_factory() for _ in range(3)]
+    options = {**FAST, "health_timeout": 0.5}
+    for index, server in enumerate(servers):
+        manager.configure(f"pool{index}", server.url, **options)
+        manager.configure(f"pool{index}-db1", server.url[:-1] + "1", **options)
+        server.pause()
+    try:
+        started = time.monotonic()
+        report = driver.health()
+        elapsed = time.monotonic() - started
+    finally:
+        for server in servers:
+            server.resume()
+    assert report["status"] == "down"
+    assert len(report["pools"]) == 6
+    assert elapsed < 1.2  # one after another, the six pools would take 3 s
+
+
+def test_async_monitor_stops_at_shutdown_whenever_the_shutdown_lands(
+    server: EmbeddedServer,
+) -> None:
+    import asyncio
+
+    async def start_and_stop(manager: PoolManager, pause: float) -> None:
+        manager.configure("default", server.url, min_idle=1, health_check_interval=0.01)
+        manager.start_async_monitor()
+        await asyncio.sleep(pause)
+        await asyncio.wait_for(manager.aclose(), 8)
+
+    for run in range(40):
+        asyncio.run(start_and_stop(PoolManager(client_name=NAME), 0.002 * (run % 10)))
+
+
 def test_a_cancelled_health_check_does_not_cancel_the_others_sharing_its_ping(
     proxy: FaultProxy, manager: PoolManager
 ) -> None:

@@ -5,18 +5,28 @@ shared vocabulary, ``<PREFIX>_POOLS`` and ``<PREFIX>_HEALTH_URL``, turned into v
 from __future__ import annotations
 
 import difflib
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ferrite_integrations import ConfigError, PoolConfig, PoolOptions
 
-__all__ = ["AppSettings", "read_settings"]
+__all__ = ["AppSettings", "coerce_text", "has_settings", "read_settings"]
 
 DEFAULT_POOL = "default"
 OPTION_NAMES: tuple[str, ...] = tuple(PoolOptions.__annotations__)
 _OWN_SUFFIXES = ("URL", "POOLS", "HEALTH_URL")
 _KNOWN_SUFFIXES = frozenset(_OWN_SUFFIXES) | {name.upper() for name in OPTION_NAMES}
+# Options that take text: a string value is what they expect, so no hint about text.
+_TEXT_OPTIONS = frozenset(
+    name
+    for name, hint in typing.get_type_hints(PoolOptions).items()
+    if hint is str or str in typing.get_args(hint)
+)
+# Names and secrets that from_prefixed_env() may have parsed as numbers
+# (FLASK_FERRITE_PASSWORD=12345): the text the user wrote is meant.
+_NAMES_AND_SECRETS = ("username", "password", "client_name", "ssl_password")
 _TEXT_HINT = (
     " Values read from the environment are text: load them with "
     "app.config.from_prefixed_env(), which parses numbers and booleans, or convert them."
@@ -43,9 +53,13 @@ def read_settings(config: Mapping[str, Any], prefix: str) -> AppSettings:
         ConfigError: naming the config key, the problem and how to fix it.
     """
     _refuse_typos(config, prefix)
-    options = {
-        name: config[key] for name in OPTION_NAMES if (key := f"{prefix}_{name.upper()}") in config
-    }
+    options = coerce_text(
+        {
+            name: config[key]
+            for name in OPTION_NAMES
+            if (key := f"{prefix}_{name.upper()}") in config
+        }
+    )
     url = config.get(f"{prefix}_URL")
     if url is not None and not isinstance(url, str):
         raise ConfigError(
@@ -58,6 +72,23 @@ def read_settings(config: Mapping[str, Any], prefix: str) -> AppSettings:
     return AppSettings(pools=pools, health_url=_health_url(config, prefix))
 
 
+def has_settings(config: Mapping[str, Any], prefix: str) -> bool:
+    """Whether ``config`` has a pool key of ``prefix`` (``<PREFIX>_URL``, ``_POOLS`` or an
+    option)."""
+    keys = {f"{prefix}_{suffix}" for suffix in _KNOWN_SUFFIXES - {"HEALTH_URL"}}
+    return any(key in config for key in keys)
+
+
+def coerce_text(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with a number given for a name or a secret turned into its text."""
+    return {
+        name: str(value)
+        if name in _NAMES_AND_SECRETS and isinstance(value, int) and not isinstance(value, bool)
+        else value
+        for name, value in options.items()
+    }
+
+
 def _key(prefix: str, option: str | None) -> str:
     if option is None or option == "url" or option not in OPTION_NAMES:
         return f"{prefix}_URL"
@@ -68,8 +99,11 @@ def _build(url: str | None, options: dict[str, Any], key_of: Any) -> PoolConfig:
     try:
         return PoolConfig.from_url(url, **options)
     except ConfigError as error:
-        key = key_of(error.option)
-        hint = _TEXT_HINT if isinstance(options.get(error.option or ""), str) else ""
+        # An option not given as a key of its own came from the URL (its query string).
+        given = error.option is not None and error.option in options
+        key = key_of(error.option if given else None)
+        value = options.get(error.option or "") if given else None
+        hint = _TEXT_HINT if isinstance(value, str) and error.option not in _TEXT_OPTIONS else ""
         raise ConfigError(f"{key}: {error}{hint}", option=key) from None
 
 
@@ -85,10 +119,11 @@ def _named_pools(pools: Any, prefix: str) -> dict[str, PoolConfig]:
         )
     built = {}
     for name, entry in pools.items():
-        if not isinstance(name, str) or not name or name == DEFAULT_POOL:
+        if not isinstance(name, str) or not name or name == DEFAULT_POOL or "://" in name:
             raise ConfigError(
                 f"app.config[{key!r}]: pool names must be non-empty strings other than "
-                f"'default' (that one is {prefix}_URL); got {name!r}.",
+                f"'default' (that one is {prefix}_URL), not URLs; got {_shown(name)}. The "
+                "form is {name: URL or dict of options}.",
                 option=key,
             )
         built[name] = _named_pool(name, entry, key)
@@ -105,7 +140,7 @@ def _named_pool(name: str, entry: Any, key: str) -> PoolConfig:
             f"got {type(entry).__name__}.",
             option=key,
         )
-    options = {str(option).lower(): value for option, value in entry.items()}
+    options = coerce_text({str(option).lower(): value for option, value in entry.items()})
     url = options.pop("url", None)
     if url is None or not isinstance(url, str):
         raise ConfigError(
@@ -113,6 +148,11 @@ def _named_pool(name: str, entry: Any, key: str) -> PoolConfig:
             option=key,
         )
     return _build(url, options, lambda option: f"{where}[{option or 'url'!r}]")
+
+
+def _shown(name: object) -> str:
+    # A URL where a name belongs may hold a password: never echo it.
+    return "a URL" if isinstance(name, str) and "://" in name else repr(name)
 
 
 def _health_url(config: Mapping[str, Any], prefix: str) -> str | None:

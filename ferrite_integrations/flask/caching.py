@@ -8,7 +8,9 @@ documented semantics (timeouts, ``add``, ``inc``/``dec``, ``get_many``/``set_man
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import functools
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -26,6 +28,7 @@ from ferrite_integrations import (
     current_scope,
     get_manager,
 )
+from ferrite_integrations.flask._config import coerce_text, has_settings, read_settings
 from ferrite_integrations.flask.extension import ALIAS_PREFIX, EXTENSION_KEY
 
 __all__ = ["FerriteCache"]
@@ -90,7 +93,14 @@ class FerriteCache(BaseCache):
         self.ignore_errors = bool(ignore_errors)
         self._codec = ValueCodec(serializer, compressor, compress_min_size)
         self._manager = get_manager()
+        if self._manager.config(alias).decode_responses:
+            raise ConfigError(
+                f"FerriteCache stores serialized bytes: pool {alias!r} has "
+                "decode_responses=True; give the cache a pool without it.",
+                option="decode_responses",
+            )
         self._client = self._manager.client(alias)
+        self._degraded = self._manager.degraded(alias)
 
     @classmethod
     def factory(
@@ -110,6 +120,7 @@ class FerriteCache(BaseCache):
         options = dict(kwargs)
         backend = {name: options.pop(name) for name in list(options) if name in _BACKEND_OPTIONS}
         alias = _pool_alias(app, config, options)
+        _check_bytes(alias, options)
         try:
             return cls(alias, key_prefix=config.get("CACHE_KEY_PREFIX"), **backend)
         except ConfigError as error:
@@ -135,7 +146,7 @@ class FerriteCache(BaseCache):
     def _run(self, call: Callable[[], Any], default: Any) -> Any:
         if not self.ignore_errors:
             return call()
-        return self._manager.degraded(self.alias).call(call, default=default)
+        return self._degraded.call(call, default=default)
 
     def _loads(self, raw: Any) -> Any:
         return None if raw is None else self._codec.loads(raw)
@@ -276,13 +287,15 @@ def _timeout_seconds(timeout: int | float | dt.timedelta | None, default: int) -
     if timeout is None:
         return default
     if isinstance(timeout, dt.timedelta):
-        return math.ceil(timeout.total_seconds())
+        timeout = timeout.total_seconds()
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
         raise TypeError(
             f"timeout must be a number of seconds or a datetime.timedelta, not "
             f"{type(timeout).__name__}"
         )
-    return math.ceil(timeout)
+    # Rounded away from zero: a part of a second still expires, and -0.5 (already expired)
+    # must not become 0 (never expires).
+    return math.ceil(timeout) if timeout >= 0 else math.floor(timeout)
 
 
 def _queue_set(queue: Any, name: str, data: Any, seconds: int | None) -> None:
@@ -308,15 +321,16 @@ def _delete_matching(client: redis.Redis, pattern: str) -> bool:
 
 
 def _pool_alias(app: Flask, config: Mapping[str, Any], options: dict[str, Any]) -> str:
-    """The pool alias: ``CACHE_FERRITE_POOL`` (a pool of the ``Ferrite`` extension), else a
-    configuration from ``CACHE_FERRITE_URL`` or ``CACHE_REDIS_URL`` (and the other
-    ``CACHE_REDIS_*`` keys) with ``CACHE_OPTIONS``, else the extension's default pool, else
-    ``FERRITE_URL`` from the environment. Equal configurations share one pool."""
+    """The pool alias: ``CACHE_FERRITE_POOL`` (a pool of the ``Ferrite`` extension), else
+    ``CACHE_FERRITE_URL`` or ``CACHE_REDIS_URL`` with the ``CACHE_REDIS_*`` keys and
+    ``CACHE_OPTIONS``, else the app's own server (see ``_app_default``) with those keys and
+    options applied on top. Equal configurations share one pool."""
     pool = config.get("CACHE_FERRITE_POOL")
     url = config.get("CACHE_FERRITE_URL") or config.get("CACHE_REDIS_URL")
-    redis_options = {
-        option: config[key] for key, option in _REDIS_KEYS.items() if config.get(key) is not None
-    }
+    redis_options = coerce_text(
+        {option: config[key] for key, option in _REDIS_KEYS.items() if config.get(key) is not None}
+    )
+    options = coerce_text(options)
     states = app.extensions.get(EXTENSION_KEY, {})
     if pool is not None:
         if url or options or redis_options:
@@ -326,15 +340,42 @@ def _pool_alias(app: Flask, config: Mapping[str, Any], options: dict[str, Any]) 
                 option="CACHE_FERRITE_POOL",
             )
         return _extension_alias(states, pool)
-    if url is None and not options and not redis_options and "FERRITE" in states:
-        return _extension_alias(states, "default")
     if url is not None and not isinstance(url, str):
         raise ConfigError(
             f"CACHE_FERRITE_URL must be a URL string; got {type(url).__name__}.",
             option="CACHE_FERRITE_URL",
         )
-    built = _config(url, redis_options, options)
+    if url is not None:
+        built = _config(url, redis_options, options)
+    else:
+        built = _on_top(_app_default(app, states), redis_options, options)
     return get_manager().alias_for(built, ALIAS_PREFIX)
+
+
+def _app_default(app: Flask, states: Mapping[str, Any]) -> PoolConfig:
+    """The server of the app when the cache names none: the default pool of the ``Ferrite``
+    extension; its ``FERRITE_*`` keys when the cache is set up before the extension; the
+    only extension on the app, whatever its prefix; else ``PoolConfig.from_url(None)``
+    (the ``FERRITE_URL`` environment variable, else localhost:6379)."""
+    state = states.get("FERRITE")
+    if state is not None:
+        default: PoolConfig = state.configs["default"]
+        return default
+    if has_settings(app.config, "FERRITE"):
+        return read_settings(app.config, "FERRITE").pools["default"]
+    if len(states) == 1:
+        only: PoolConfig = next(iter(states.values())).configs["default"]
+        return only
+    if states:
+        raise ConfigError(
+            f"The app has several Ferrite extensions ({', '.join(sorted(states))}) and none "
+            "with the prefix FERRITE: say which server the cache uses with CACHE_FERRITE_URL.",
+            option="CACHE_FERRITE_URL",
+        )
+    try:
+        return PoolConfig.from_url(None)
+    except ConfigError as error:
+        raise ConfigError(f"CACHE_FERRITE_URL is unset, so: {error}", option="url") from None
 
 
 def _extension_alias(states: Mapping[str, Any], name: Any) -> str:
@@ -354,19 +395,67 @@ def _extension_alias(states: Mapping[str, Any], name: Any) -> str:
     return alias
 
 
-def _config(url: str | None, redis_options: dict[str, Any], options: dict[str, Any]) -> PoolConfig:
-    keys = {option: key for key, option in _REDIS_KEYS.items()}
+def _config(url: str, redis_options: dict[str, Any], options: dict[str, Any]) -> PoolConfig:
     merged: dict[str, Any] = {**redis_options, **options}
     try:
         return PoolConfig.from_url(url, **_typed(merged))
     except ConfigError as error:
-        if error.option in options:
-            key = f"CACHE_OPTIONS[{error.option!r}]"
-        elif error.option in keys:
-            key = keys[error.option]
-        else:
-            key = "CACHE_FERRITE_URL"
-        raise ConfigError(f"{key}: {error}", option=key) from None
+        raise _cache_error(error, redis_options, options, "CACHE_FERRITE_URL") from None
+
+
+def _on_top(base: PoolConfig, redis_options: dict[str, Any], options: dict[str, Any]) -> PoolConfig:
+    """``base`` with the cache's own keys applied: ``CACHE_REDIS_DB = 1`` alone is the app's
+    server, database 1. A host or port of its own replaces a unix socket."""
+    if not redis_options and not options:
+        return base
+    defaults = _defaults()
+    values = {
+        item.name: getattr(base, item.name)
+        for item in dataclasses.fields(base)
+        if getattr(base, item.name) != getattr(defaults, item.name)
+    }
+    if "host" in redis_options or "port" in redis_options:
+        values.pop("unix_socket_path", None)
+    try:
+        return PoolConfig(**_typed({**values, **redis_options, **options}))
+    except ConfigError as error:
+        raise _cache_error(error, redis_options, options, "CACHE_OPTIONS") from None
+
+
+def _cache_error(
+    error: ConfigError, redis_options: dict[str, Any], options: dict[str, Any], fallback: str
+) -> ConfigError:
+    keys = {option: key for key, option in _REDIS_KEYS.items()}
+    if error.option in options:
+        key = f"CACHE_OPTIONS[{error.option!r}]"
+    elif error.option in redis_options:
+        key = keys[error.option or ""]
+    else:
+        key = fallback
+    return ConfigError(f"{key}: {error}", option=key)
+
+
+@functools.cache
+def _defaults() -> PoolConfig:
+    return PoolConfig()
+
+
+def _check_bytes(alias: str, options: Mapping[str, Any]) -> None:
+    """A cache stores serialized bytes: a pool that decodes replies to text breaks it."""
+    config = get_manager().config(alias)
+    if not config.decode_responses:
+        return
+    if options.get("decode_responses"):
+        key = "CACHE_OPTIONS['decode_responses']"
+    else:
+        key = "FERRITE_DECODE_RESPONSES (or ?decode_responses= in the URL)"
+    raise ConfigError(
+        f"{key}: FerriteCache stores serialized bytes and needs a pool with "
+        f"decode_responses=False, but the pool {config.redacted_url} decodes replies to "
+        "text. Remove the option, or give the cache a pool of its own with "
+        "CACHE_FERRITE_URL.",
+        option="decode_responses",
+    )
 
 
 def _typed(options: dict[str, Any]) -> PoolOptions:

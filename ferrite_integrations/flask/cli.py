@@ -5,6 +5,7 @@ extension has it."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,12 +15,16 @@ from flask.cli import AppGroup
 
 from ferrite_integrations import get_manager
 from ferrite_integrations.flask.extension import EXTENSION_KEY, FerriteState
+from ferrite_integrations.flask.health import any_down
 
 __all__ = ["ferrite_cli"]
 
 ferrite_cli = AppGroup(
-    "ferrite", help="Ferrite pools: status (health), ping (latency), info (clients), stats."
+    "ferrite",
+    help="Ferrite pools: status (health), ping (latency), info (clients), stats (this "
+    "process's view).",
 )
+_CLIENT_COUNTS = ("connected_clients", "blocked_clients", "maxclients")
 _pool_option = click.option("--pool", "pool", default=None, help="Only the pool with this name.")
 
 
@@ -33,7 +38,7 @@ def _pools(pool: str | None) -> Iterator[tuple[str, str]]:
         )
     found = False
     for prefix, state in states.items():
-        for name, alias in state.aliases.items():
+        for name, alias in state.bound().items():
             if pool is None or pool == name:
                 found = True
                 yield (name if prefix == "FERRITE" else f"{prefix}:{name}"), alias
@@ -46,12 +51,11 @@ def _pools(pool: str | None) -> Iterator[tuple[str, str]]:
 @_pool_option
 def status(pool: str | None) -> None:
     """Live health of each pool; exits with 1 when one is down."""
-    down = False
+    reports = {}
     for label, alias in _pools(pool):
-        report = get_manager().health(alias)["pools"][alias]
-        down = down or report["status"] == "down"
+        report = reports[label] = get_manager().health(alias)["pools"][alias]
         click.echo(f"{label}: {report['status']} {json.dumps(report)}")
-    if down:
+    if any_down(reports):
         raise SystemExit(1)
 
 
@@ -81,16 +85,40 @@ def info(pool: str | None) -> None:
     """The server's client counts, as seen from each pool."""
     for label, alias in _pools(pool):
         clients: dict[str, Any] = _call(get_manager().client(alias).info, "clients")
-        wanted = ("connected_clients", "blocked_clients", "maxclients")
-        click.echo(f"{label}: {json.dumps({name: clients.get(name) for name in wanted})}")
+        click.echo(f"{label}: {json.dumps({name: clients.get(name) for name in _CLIENT_COUNTS})}")
 
 
 @ferrite_cli.command("stats")
 @_pool_option
 def stats(pool: str | None) -> None:
-    """Each pool's counters (connections, checkouts, waits, pipelined commands)."""
+    """Each pool as THIS command's process sees it: its configuration, the server's client
+    counts and the counters of the pool this process just opened (a ping). The app's
+    server processes keep counters of their own: read them there (health endpoint,
+    metrics). Exits with 1 when a server does not answer."""
+    manager, failed = get_manager(), False
     for label, alias in _pools(pool):
-        click.echo(f"{label}: {json.dumps(get_manager().stats(alias), default=str)}")
+        config = manager.config(alias)
+        shown: dict[str, Any] = {
+            "view": f"this CLI process (pid {os.getpid()}), not the app's server processes",
+            "url": config.redacted_url,
+            "options": {
+                name: value
+                for name, value in config.non_default_options().items()
+                if "password" not in name
+            },
+        }
+        try:
+            manager.pool(alias).ping(config.health_timeout)
+            clients = manager.client(alias).info("clients")
+        except Exception as error:  # the answer is that it failed: no traceback
+            failed = True
+            shown["server"] = {"error": f"{type(error).__name__}: {error}"}
+        else:
+            shown["server"] = {name: clients.get(name) for name in _CLIENT_COUNTS}
+        shown["pool"] = manager.stats(alias)["sync"]
+        click.echo(f"{label}: {json.dumps(shown, default=str)}")
+    if failed:
+        raise SystemExit(1)
 
 
 def _call(call: Any, *args: Any) -> Any:

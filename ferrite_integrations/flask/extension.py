@@ -18,7 +18,12 @@ from flask import Flask, current_app, has_app_context
 
 from ferrite_integrations import ConfigError, PoolConfig, get_manager
 from ferrite_integrations.flask._config import DEFAULT_POOL, read_settings
-from ferrite_integrations.flask._scopes import close_scopes, open_scope
+from ferrite_integrations.flask._scopes import (
+    close_scopes,
+    flush_open_scopes,
+    open_scope,
+    shared_scope,
+)
 from ferrite_integrations.flask.health import health_report, make_health_view
 
 __all__ = ["Ferrite", "FerriteState"]
@@ -47,15 +52,24 @@ class FerriteState:
     health_url: str | None
     _clients: dict[str, redis.Redis] = field(default_factory=dict)
     _prepared_pid: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _retired: bool = False
+    _lock: threading.RLock = field(default_factory=threading.RLock)
 
     def client(self, name: str) -> redis.Redis:
+        alias = self.alias(name)
         client = self._clients.get(name)
         if client is None:
-            client = self._clients[name] = get_manager().client(self.alias(name))
+            client = self._clients[name] = get_manager().client(alias)
+        joined = shared_scope(alias)
+        if joined is not None and joined.busy:
+            # A copy of the request (another thread) reads: the writes the request queued
+            # before this read go first, so it sees them.
+            joined.flush()
         return client
 
     def alias(self, name: str) -> str:
+        if self._retired:
+            self._rebind()
         alias = self.aliases.get(name)
         if alias is None:
             raise KeyError(
@@ -64,24 +78,68 @@ class FerriteState:
             )
         return alias
 
+    def bound(self) -> dict[str, str]:
+        """Pool name -> alias, bound again first if the pools were closed."""
+        if self._retired:
+            self._rebind()
+        return dict(self.aliases)
+
     def prepare(self) -> None:
-        """Once per process (after a fork, again in the child): pre-warm the pools
-        (``min_idle`` connections) and start the background monitor. A server that is
-        down is logged, not raised: the pools connect when it comes back."""
+        """Once per process (after a fork, again in the child): start the background
+        monitor and pre-warm the pools (``min_idle`` connections) in a thread of its own,
+        so that no request waits for a server that is slow or down (a failure is logged;
+        the monitor keeps trying)."""
+        if self._retired:
+            self._rebind()
         if self._prepared_pid == os.getpid():
             return
         with self._lock:
             if self._prepared_pid == os.getpid():
                 return
             self._prepared_pid = os.getpid()
-        manager = get_manager()
-        for name, alias in self.aliases.items():
-            try:
-                manager.warm(alias)
-            except Exception as error:
-                logger.warning("Could not pre-warm Ferrite pool %r: %s", name, error)
         if any(config.monitor for config in self.configs.values()):
-            manager.start_monitor()
+            get_manager().start_monitor()
+        warming = [(name, alias) for name, alias in self.aliases.items() if self._min_idle(name)]
+        if warming:
+            threading.Thread(
+                target=_warm, args=(self, warming), name="ferrite-warm", daemon=True
+            ).start()
+
+    def _min_idle(self, name: str) -> int:
+        return self.configs[name].min_idle
+
+    def _retire(self) -> None:
+        with self._lock:
+            self._retired = True
+            self._clients = {}
+
+    def _rebind(self) -> None:
+        """Used again after ``close``: bind the pools again (the monitor, the warming)."""
+        manager = get_manager()
+        with self._lock:
+            if not self._retired:
+                return
+            self.aliases = {
+                name: manager.alias_for(config, ALIAS_PREFIX)
+                for name, config in self.configs.items()
+            }
+            self._prepared_pid = 0
+            self._retired = False
+
+
+def _warm(state: FerriteState, pools: list[tuple[str, str]]) -> None:
+    manager = get_manager()
+    for name, alias in pools:
+        try:
+            pool = manager.pool(alias)
+            pool.warm()
+        except Exception as error:
+            logger.warning("Could not pre-warm Ferrite pool %r: %s", name, error)
+            continue
+        # Closed while warming: the pool has left the manager, do not leave its
+        # connections open. (Closed after this check: the close disconnects them.)
+        if state._retired:
+            pool.disconnect(inuse_connections=False)
 
 
 class Ferrite:
@@ -221,7 +279,7 @@ class Ferrite:
         """
         state = self.state(app)
         manager = get_manager()
-        return {name: sum(manager.warm(alias).values()) for name, alias in state.aliases.items()}
+        return {name: sum(manager.warm(alias).values()) for name, alias in state.bound().items()}
 
     def health(self, app: Flask | None = None) -> dict[str, Any]:
         """A live health report of the pools of ``app`` (default: the current app):
@@ -244,17 +302,24 @@ class Ferrite:
 # the exit hook releases every pool still held. The lock guards _live.
 
 _live: dict[int, FerriteState] = {}
-_live_lock = threading.Lock()
+_live_lock = threading.RLock()  # re-entrant: app finalizers run wherever gc does
 _exit_hook = threading.Event()
 
 
 def _track(app: Flask, state: FerriteState) -> None:
     with _live_lock:
         _live[id(state)] = state
-    weakref.finalize(app, _forget, id(state))
+    finalizer = weakref.finalize(app, _forget_soon, id(state))
+    finalizer.atexit = False  # at exit, _close_all closes everything
     if not _exit_hook.is_set():
         _exit_hook.set()
         atexit.register(_close_all)
+
+
+def _forget_soon(key: int) -> None:
+    # A finalizer runs in whichever thread the garbage collector interrupted, possibly the
+    # monitor's own in the middle of a round: release the pools from a thread of our own.
+    threading.Thread(target=_forget, args=(key,), name="ferrite-release", daemon=True).start()
 
 
 def _forget(key: int) -> None:
@@ -265,22 +330,26 @@ def _forget(key: int) -> None:
 
 
 def _release(state: FerriteState) -> None:
+    """Retire the pools of ``state`` that no other live, open app uses: the manager forgets
+    their aliases (so the monitor stops reopening them) and closes their idle connections."""
     with _live_lock:
         still_used = {
-            config
+            alias
             for other in _live.values()
-            if other is not state
-            for config in other.configs.values()
+            if other is not state and not other._retired
+            for alias in other.aliases.values()
         }
+        aliases = set(state.aliases.values())
+        state._retire()
     manager = get_manager()
-    for alias, config in zip(state.aliases.values(), state.configs.values(), strict=True):
-        if config not in still_used:
-            manager.pool(alias).disconnect(inuse_connections=False)
+    for alias in aliases - still_used:
+        manager.forget(alias)
 
 
 def _close_all() -> None:
+    flush_open_scopes()
     with _live_lock:
-        states = list(_live.values())
+        states = [state for state in _live.values() if not state._retired]
     manager = get_manager()
     for state in states:
         for alias in state.aliases.values():

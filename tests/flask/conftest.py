@@ -51,3 +51,13 @@ def create_app(ferrite: Ferrite, server: EmbeddedServer, client_name: str) -> Ap
         return app
 
     return create_app
+
+
+@pytest.fixture(autouse=True)
+def _no_fallback_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing in these tests may reach a server by falling back on the environment or on
+    localhost:6379: the fallback is a port where nothing listens."""
+    monkeypatch.setenv("FERRITE_URL", DEAD_URL)
+
+
+DEAD_URL = "redis://127.0.0.1:1/0"

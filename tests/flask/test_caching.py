@@ -327,3 +327,92 @@ def test_the_package_imports_without_flask_caching() -> None:
         "Ferrite",
         "FerriteCache needs Flask-Caching: pip install ferrite-integrations[flask-caching]",
     ]
+
+
+def _cache_url(app: Flask, cache: Cache) -> str:
+    return get_manager().config(app.extensions["cache"][cache].alias).redacted_url
+
+
+@pytest.mark.parametrize("order", ["cache first", "extension first"])
+def test_without_a_cache_url_the_cache_uses_the_apps_server(
+    create_app: AppFactory, server: EmbeddedServer, order: str
+) -> None:
+    app = Flask("order")
+    app.config.update(FERRITE_URL=server.url, FERRITE_MONITOR=False, CACHE_TYPE=BACKEND)
+    if order == "cache first":  # before: the FERRITE_URL environment variable
+        cache, ferrite = Cache(app), Ferrite(app)
+    else:
+        ferrite, cache = Ferrite(app), Cache(app)
+    assert app.extensions["cache"][cache].alias == ferrite.state(app).aliases["default"]
+    with app.app_context():
+        assert cache.set("k", 1) is True
+
+
+def test_cache_keys_without_a_url_apply_on_top_of_the_apps_server(
+    server: EmbeddedServer, direct: redis.Redis
+) -> None:
+    app = Flask("on-top")
+    app.config.update(
+        FERRITE_URL=server.url, FERRITE_MONITOR=False, FERRITE_MAX_CONNECTIONS=9, CACHE_TYPE=BACKEND
+    )
+    Ferrite(app)
+    # before: the FERRITE_URL environment variable, or "given twice" blaming it
+    by_options = Cache(app, config={"CACHE_TYPE": BACKEND, "CACHE_OPTIONS": {"min_idle": 1}})
+    by_db = Cache(app, config={"CACHE_TYPE": BACKEND, "CACHE_REDIS_DB": 1})
+    assert _cache_url(app, by_options) == server.url
+    assert _cache_url(app, by_db) == server.url.replace("/0", "/1")
+    db_config = get_manager().config(app.extensions["cache"][by_db].alias)
+    assert db_config.max_connections == 9  # the rest of the app's configuration stays
+    with app.app_context():
+        assert by_db.set("in-db-1", 1)
+    assert redis.Redis(**{**server.redis_kwargs(), "db": 1}).exists("flask_cache_in-db-1")
+
+
+def test_the_only_extension_of_another_prefix_is_the_apps_server(
+    server: EmbeddedServer,
+) -> None:
+    app = Flask("other-prefix")
+    app.config.update(SESS_URL=server.url, SESS_MONITOR=False, CACHE_TYPE=BACKEND)
+    sessions = Ferrite(app, config_prefix="SESS")
+    cache = Cache(app)  # before: the FERRITE_URL environment variable
+    assert app.extensions["cache"][cache].alias == sessions.state(app).aliases["default"]
+    Ferrite(app, config_prefix="MORE")
+    with pytest.raises(ConfigError, match="CACHE_FERRITE_URL"):
+        Cache(app)
+
+
+@pytest.mark.parametrize(
+    ("app_config", "options", "key"),
+    [
+        ({"FERRITE_DECODE_RESPONSES": True}, None, "FERRITE_DECODE_RESPONSES"),
+        ({}, {"decode_responses": True}, "CACHE_OPTIONS['decode_responses']"),
+    ],
+)
+def test_a_pool_that_decodes_replies_is_refused_at_construction(
+    server: EmbeddedServer, app_config: dict[str, Any], options: Any, key: str
+) -> None:
+    app = Flask("decoding")
+    app.config.update(FERRITE_URL=server.url, FERRITE_MONITOR=False, **app_config)
+    Ferrite(app)
+    config: dict[str, Any] = {"CACHE_TYPE": BACKEND}
+    if options:
+        config["CACHE_OPTIONS"] = options
+    with pytest.raises(ConfigError) as caught:  # before: UnicodeDecodeError on the first get
+        Cache(app, config=config)
+    assert str(caught.value).startswith(key)
+    assert "decode_responses=False" in str(caught.value)
+
+
+def test_a_negative_fraction_of_a_second_expires_at_once(
+    make_cache: CacheFactory, direct: redis.Redis
+) -> None:
+    app, cache = make_cache()
+    with app.app_context():
+        cache.set("old", "v", timeout=-0.5)  # before: ceil(-0.5) == 0, never expired
+        cache.set_many({"older": "v"}, timeout=dt.timedelta(seconds=-0.5))
+        assert cache.add("oldest", "v", timeout=-0.5) is True
+        assert cache.get("old") is None
+        assert cache.get("older") is None
+        assert cache.get("oldest") is None
+        cache.set("soon", "v", timeout=0.5)
+    assert 0 < direct.ttl("flask_cache_soon") <= 1

@@ -4,15 +4,19 @@ one process, configuration errors naming the key, lazy pools, pre-warming and cl
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
+import threading
+import time
 from typing import Any
 
 import pytest
 import redis
-from flask import Flask
+from flask import Flask, copy_current_request_context
 
 from ferrite_integrations import ConfigError, get_manager
 from ferrite_integrations.flask import Ferrite
-from ferrite_integrations.testing import EmbeddedServer
+from ferrite_integrations.testing import EmbeddedServer, FaultProxy
 from ferrite_integrations.testing.plugin import ServerFactory
 from tests.conftest import wait_until
 from tests.flask.conftest import AppFactory
@@ -190,9 +194,32 @@ def test_init_app_opens_no_connection_and_the_first_request_prewarms(
 
     @app.get("/")
     def index() -> str:
-        return str(server.connected_clients(client_name))
+        return "ok"
 
-    assert app.test_client().get("/").text == "2"  # warmed before the view ran
+    assert app.test_client().get("/").text == "ok"
+    wait_until(lambda: server.connected_clients(client_name) == 2)  # warmed in the background
+
+
+def test_the_first_request_never_waits_for_warming_a_hung_server(
+    ferrite: Ferrite, proxy: FaultProxy
+) -> None:
+    app = Flask(__name__)
+    app.config.update(
+        FERRITE_URL=proxy.url,
+        FERRITE_MIN_IDLE=3,
+        FERRITE_MONITOR=False,
+        FERRITE_SOCKET_TIMEOUT=1.0,
+        FERRITE_HEALTH_TIMEOUT=0.05,
+        FERRITE_RETRIES=0,
+        FERRITE_HEALTH_URL="/health",
+    )
+    ferrite.init_app(app)
+    proxy.blackhole()
+    started = time.monotonic()
+    response = app.test_client().get("/health")
+    # before: 3 connections x socket_timeout (3 s) before the endpoint even ran
+    assert time.monotonic() - started < 0.6
+    assert response.status_code == 503
 
 
 def test_warm_opens_min_idle_connections_now(
@@ -264,3 +291,128 @@ def test_tls_without_a_trusted_ca_fails_with_a_tls_error(
     ferrite.init_app(app)
     with app.app_context(), pytest.raises(redis.ConnectionError, match=r"(?i)certificate"):
         ferrite.client.ping()
+
+
+def test_the_monitor_does_not_reopen_the_pools_of_a_collected_or_closed_app(
+    ferrite: Ferrite, server: EmbeddedServer, client_name: str
+) -> None:
+    def create_app() -> Flask:
+        app = Flask(__name__)
+        app.config.update(
+            FERRITE_URL=server.url,
+            FERRITE_CLIENT_NAME=client_name,
+            FERRITE_MIN_IDLE=2,
+            FERRITE_HEALTH_CHECK_INTERVAL=0.02,
+        )
+        ferrite.init_app(app)
+        return app
+
+    app = create_app()
+    app.test_client().get("/")  # starts the monitor and the warming
+    wait_until(lambda: server.connected_clients(client_name) == 2)
+    alias = ferrite.state(app).aliases["default"]
+    del app
+    gc.collect()
+    wait_until(lambda: server.connected_clients(client_name) == 0)
+    time.sleep(0.15)  # several monitor rounds: before, they reopened min_idle
+    assert server.connected_clients(client_name) == 0
+    assert alias not in get_manager().aliases()
+
+    app = create_app()
+    app.test_client().get("/")
+    wait_until(lambda: server.connected_clients(client_name) == 2)
+    ferrite.close(app)
+    wait_until(lambda: server.connected_clients(client_name) == 0)
+    time.sleep(0.15)
+    assert server.connected_clients(client_name) == 0
+    # used again after close: the pools come back, maintained again
+    app.test_client().get("/")
+    with app.app_context():
+        assert ferrite.client.ping()
+    wait_until(lambda: server.connected_clients(client_name) == 2)
+    ferrite.close(app)
+
+
+def test_queued_writes_of_a_context_never_popped_are_sent_at_exit(
+    server: EmbeddedServer, direct: redis.Redis
+) -> None:
+    script = (
+        "import sys\n"
+        "from flask import Flask\n"
+        "from ferrite_integrations.flask import Ferrite\n"
+        "app = Flask('script')\n"
+        "app.config.update(FERRITE_URL=sys.argv[1], FERRITE_MONITOR=False)\n"
+        "ferrite = Ferrite(app)\n"
+        "app.app_context().push()\n"
+        "ferrite.pipeline.set('script_write', 1)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, server.url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert direct.get("script_write") == b"1"  # before: dropped silently
+    assert "sending 1 deferred command(s)" in result.stderr
+
+
+def test_a_copy_of_the_request_in_a_thread_reads_the_requests_writes(
+    create_app: AppFactory, ferrite: Ferrite
+) -> None:
+    app = create_app()
+    seen: dict[str, Any] = {}
+
+    @app.get("/")
+    def index() -> str:
+        ferrite.pipeline.set("x", "from-the-view")
+
+        @copy_current_request_context
+        def worker() -> None:
+            seen["read"] = ferrite.client.get("x")  # before: None (the write still queued)
+            seen["joined"] = ferrite.pipeline.set("y", "from-the-worker")
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+        return "ok"
+
+    assert app.test_client().get("/").text == "ok"
+    assert seen["read"] == b"from-the-view"
+    assert seen["joined"].result() is True  # sent with the request's queue
+    with app.app_context():
+        assert ferrite.client.get("y") == b"from-the-worker"
+
+
+@pytest.mark.parametrize(
+    ("config", "key", "hinted"),
+    [
+        ({"FERRITE_MAX_CONNECTIONS": "20"}, "FERRITE_MAX_CONNECTIONS", True),
+        ({"FERRITE_SSL_CERT_REQS": "sometimes"}, "FERRITE_SSL_CERT_REQS", False),
+        ({"FERRITE_URL": "redis://h:1/0?max_connections=abc"}, "FERRITE_URL", False),
+    ],
+)
+def test_config_errors_name_where_the_value_came_from(
+    create_app: AppFactory, config: dict[str, Any], key: str, hinted: bool
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        create_app(**config)
+    message = str(caught.value)
+    assert message.startswith(f"{key}:")
+    assert ("from_prefixed_env" in message) is hinted
+
+
+def test_a_number_for_a_name_or_a_secret_is_its_text(
+    create_app: AppFactory, ferrite: Ferrite
+) -> None:
+    app = create_app(FERRITE_PASSWORD=12345, FERRITE_CLIENT_NAME=42)  # from_prefixed_env()
+    config = ferrite.state(app).configs["default"]
+    assert (config.password, config.client_name) == ("12345", "42")
+
+
+def test_a_url_given_as_a_pool_name_is_not_echoed(create_app: AppFactory) -> None:
+    with pytest.raises(ConfigError) as caught:
+        create_app(FERRITE_POOLS={"redis://:pw-s3cret@h:1/0": None})
+    assert "pw-s3cret" not in str(caught.value)
+    assert "not URLs" in str(caught.value)

@@ -12,7 +12,7 @@ from ferrite_integrations.flask import Ferrite
 from ferrite_integrations.flask.cli import ferrite_cli
 from ferrite_integrations.testing import EmbeddedServer
 from ferrite_integrations.testing.plugin import ServerFactory
-from tests.flask.conftest import AppFactory
+from tests.flask.conftest import DEAD_URL, AppFactory
 
 
 def test_health_endpoint_is_off_unless_configured(create_app: AppFactory) -> None:
@@ -85,9 +85,26 @@ def test_cli_status_ping_info_stats(create_app: AppFactory, client_name: str) ->
     assert result.exit_code == 0
     stats = json.loads(result.output.split(": ", 1)[1])
     assert (
-        stats["sync"]["max"]
+        stats["pool"]["max"]
         == app.extensions["ferrite"]["FERRITE"].configs["default"].max_connections
     )
+
+
+def test_cli_stats_is_this_process_view_with_real_numbers(
+    create_app: AppFactory, ferrite_server_factory: ServerFactory
+) -> None:
+    server = ferrite_server_factory(password="pw-s3cret")
+    app = create_app(
+        FERRITE_URL=f"redis://:pw-s3cret@127.0.0.1:{server.port}/0", FERRITE_MAX_CONNECTIONS=7
+    )
+    result = app.test_cli_runner().invoke(ferrite_cli, ["stats"])
+    assert result.exit_code == 0, result.output
+    assert "pw-s3cret" not in result.output
+    stats = json.loads(result.output.split(": ", 1)[1])
+    assert stats["view"].startswith("this CLI process")
+    assert stats["options"]["max_connections"] == 7
+    assert stats["server"]["connected_clients"] >= 1  # before: every counter was null
+    assert stats["pool"]["max"] == 7
 
 
 def test_cli_reports_a_server_that_is_down_with_exit_code_1(
@@ -130,3 +147,20 @@ def test_cli_labels_pools_of_other_prefixes(
     result = app.test_cli_runner().invoke(ferrite_cli, [command])
     assert result.exit_code == 0, result.output
     assert [line.split(":")[0] for line in result.output.splitlines()] == ["default", "OTHER"]
+
+
+def test_health_endpoint_is_503_when_any_pool_is_down(create_app: AppFactory) -> None:
+    app = create_app(
+        FERRITE_HEALTH_URL="/health/ferrite",
+        FERRITE_POOLS={
+            "jobs": {"url": DEAD_URL, "socket_connect_timeout": 0.05, "health_timeout": 0.1}
+        },
+    )
+    response = app.test_client().get("/health/ferrite")
+    report = response.get_json()
+    assert report["pools"]["default"]["status"] == "up"
+    assert report["pools"]["jobs"]["status"] == "down"
+    assert report["status"] == "degraded"
+    assert response.status_code == 503  # before: 200, as if the app could do its work
+    result = app.test_cli_runner().invoke(ferrite_cli, ["status"])
+    assert result.exit_code == 1  # the same rule
