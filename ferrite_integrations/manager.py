@@ -482,6 +482,16 @@ class PoolManager:
             await entry.aclose()
         self._close_pools(skip=loop)
 
+    async def aclose_loop(self) -> None:
+        """Close only the running loop's async pools (awaited) and stop its monitor task:
+        the sync pools, the sync monitor thread and other loops' pools are left alone. For
+        an adapter whose app served on this loop and has stopped; the pools stay registered
+        and reopen connections if used again, and ``start_async_monitor`` starts anew."""
+        with self._lock:
+            entry = self._loops.get(_running_loop("aclose_loop"))
+        if entry is not None:
+            await entry.aclose()
+
     def _close_pools(self, skip: asyncio.AbstractEventLoop | None) -> None:
         with self._lock:
             pools = list(self._pools.values())

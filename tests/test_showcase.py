@@ -16,11 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from ferrite_integrations import get_manager
+from ferrite_integrations.testing import EmbeddedServer
+
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 pytest.importorskip("a2wsgi")
 pytest.importorskip("flask")
 pytest.importorskip("django")
+asgi_lifespan = pytest.importorskip("asgi_lifespan")
 
 MAIN = Path(__file__).resolve().parents[1] / "example_projects" / "showcase" / "main.py"
 
@@ -124,3 +128,45 @@ def test_the_showcase_serves_all_three_frameworks_and_stops_cleanly(showcase: Sh
     while alive(showcase.server_pid):
         assert time.monotonic() < deadline, "the embedded server outlived the showcase"
         time.sleep(0.05)
+
+
+@pytest.mark.asyncio
+async def test_concurrent_comparisons_each_count_only_their_own_round_trips(
+    server: EmbeddedServer,
+) -> None:
+    import asyncio
+
+    from fastapi import FastAPI
+
+    from example_projects.showcase.app import COMPARE_ALIAS, add_comparison
+    from ferrite_integrations.fastapi import ferrite_lifespan
+
+    app = FastAPI(lifespan=ferrite_lifespan(server.url, client_name="showcase-test"))
+    add_comparison(app, server.url)
+    async with asgi_lifespan.LifespanManager(app) as running:
+        transport = httpx.ASGITransport(app=running.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://showcase") as http:
+            clicks = [http.post("/showcase/compare?hop_ms=1", timeout=30) for _ in range(2)]
+            results = [response.json() for response in await asyncio.gather(*clicks)]
+    for result in results:
+        assert result["without"]["round_trips_per_view"] == 10
+        assert result["with"]["round_trips_per_view"] == 4
+    assert COMPARE_ALIAS not in get_manager().aliases()  # the app took its pools with it
+
+
+def test_the_showcase_with_an_unreachable_server_says_so_in_one_line() -> None:
+    url = f"redis://:secret@127.0.0.1:{free_port()}/0"  # nothing listens there
+    done = subprocess.run(
+        [sys.executable, str(MAIN), "--port", str(free_port())],
+        check=False,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "FERRITE_URL": url},
+        timeout=30,
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""  # no banner promising a page that will never serve
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("error: cannot reach the server at redis://:***@127.0.0.1:")
+    assert "FERRITE_URL" in line
+    assert "secret" not in line

@@ -7,7 +7,8 @@ Run it (a server on FERRITE_URL, default localhost:6379):
 
 Routes (none under /flask/ or /django/, so it can be mounted at / beside those apps):
 
-    PUT  /items/{item_id}   {"name": ..., "price": ...}: stored for an hour
+    PUT  /items/{item_id}   {"name": ..., "price": ...}: stored for an hour (503 when the
+                            write failed: the server is down)
     GET  /items/{item_id}   the item and its view count (the count's INCR rides along
                             with the item's GET: one round trip)
     GET  /items             the ten most viewed items
@@ -23,10 +24,12 @@ from __future__ import annotations
 import json
 from typing import Any, cast
 
+import redis.exceptions
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from ferrite_integrations import PoolManager
+from ferrite_integrations import PipelineError, PoolManager
 from ferrite_integrations.fastapi import (
     FerriteClient,
     RequestScope,
@@ -59,11 +62,15 @@ def create_app(
         lifespan=ferrite_lifespan(url, manager=manager, **options),
     )
     app.include_router(health_router, prefix="/health")
+    app.add_exception_handler(PipelineError, _unavailable)
+    app.add_exception_handler(redis.exceptions.ConnectionError, _unavailable)
 
     @app.put("/items/{item_id}")
     async def put_item(item_id: int, item: Item, scope: RequestScope) -> dict[str, Any]:
         scope.deferred.set(f"item:{item_id}", item.model_dump_json(), ex=ITEM_TTL)
-        return {"item_id": item_id, "stored": True}  # the SET is sent before this response
+        # The SET is sent after this return, before the response; if it fails, RequestScope
+        # (raise_on_error=True) raises PipelineError and the client gets a 503, not this.
+        return {"item_id": item_id, "stored": True}
 
     @app.get("/items/{item_id}")
     async def read_item(item_id: int, redis: FerriteClient, scope: RequestScope) -> dict[str, Any]:
@@ -89,6 +96,13 @@ def create_app(
         return {"url": stats["url"], "async": stats["async"]}
 
     return app
+
+
+async def _unavailable(request: Request, error: Exception) -> JSONResponse:
+    # The server could not be reached (or a deferred write failed): say so, never "stored".
+    return JSONResponse(
+        {"detail": f"the item store is unavailable: {type(error).__name__}"}, status_code=503
+    )
 
 
 app = create_app()

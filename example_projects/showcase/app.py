@@ -10,6 +10,7 @@ a simulated network hop.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import time
@@ -51,16 +52,17 @@ def build(url: str) -> FastAPI:
     from example_projects.flask_app.app import create_app as create_flask_app
 
     app = create_fastapi_app(url)
-    _add_comparison_proxy(app, url)
+    add_comparison(app, url)
     app.add_api_route("/", _page, methods=["GET"], response_class=HTMLResponse)
     app.add_api_route("/showcase/stats", _stats, methods=["GET"])
-    app.add_api_route("/showcase/compare", _compare, methods=["POST"])
     app.mount("/flask", WSGIMiddleware(create_flask_app()))  # type: ignore[arg-type]
     app.mount("/django", WSGIMiddleware(django_application))  # type: ignore[arg-type]
     return app
 
 
-def _add_comparison_proxy(app: FastAPI, url: str) -> None:
+def add_comparison(app: FastAPI, url: str) -> None:
+    """Add ``POST /showcase/compare`` to ``app``, with its counting proxy in front of ``url``
+    (opened and closed around the app's own lifespan)."""
     inner = app.router.lifespan_context
     address = PoolConfig.from_url(url)
 
@@ -69,11 +71,17 @@ def _add_comparison_proxy(app: FastAPI, url: str) -> None:
         with FaultProxy(address.host, address.port) as proxy:
             manager = get_manager()
             target = url.replace(f"{address.host}:{address.port}", f"{proxy.host}:{proxy.port}")
-            manager.configure(COMPARE_ALIAS, target, client_name="showcase-compare")
-            async with inner(app) as state:
-                yield {**(state or {}), "proxy": proxy}
+            # monitor=False: no health pings through the proxy to blur its count
+            manager.configure(COMPARE_ALIAS, target, client_name="showcase-compare", monitor=False)
+            try:
+                async with inner(app) as state:
+                    # one comparison at a time: they share the proxy's counter and delay
+                    yield {**(state or {}), "proxy": proxy, "compare_lock": asyncio.Lock()}
+            finally:
+                manager.forget(COMPARE_ALIAS)
 
     app.router.lifespan_context = lifespan
+    app.add_api_route("/showcase/compare", _compare, methods=["POST"])
 
 
 async def _page() -> str:
@@ -111,7 +119,12 @@ async def _compare(request: Request, hop_ms: float = 0.0) -> dict[str, Any]:
     """Run the same view ``COMPARE_RUNS`` times without and with request pipelining."""
     if not 0 <= hop_ms <= 20:
         raise HTTPException(422, "hop_ms must be between 0 and 20")
-    proxy: FaultProxy = request.state.proxy
+    lock: asyncio.Lock = request.state.compare_lock
+    async with lock:  # a second click waits for the first comparison to end
+        return await _compare_now(request.state.proxy, hop_ms)
+
+
+async def _compare_now(proxy: FaultProxy, hop_ms: float) -> dict[str, Any]:
     manager = get_manager()
     if hop_ms:
         proxy.delay(hop_ms / 2000)  # per chunk, each way: a round trip gains hop_ms

@@ -23,7 +23,7 @@ import uvicorn
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from example_projects.showcase.app import build
-from ferrite_integrations import FerriteError, PoolConfig
+from ferrite_integrations import FerriteError, PoolConfig, PoolManager
 from ferrite_integrations.testing import EmbeddedServer
 
 
@@ -37,6 +37,24 @@ def port_to_use(host: str, wanted: int | None) -> int:
         except OSError:
             probe.bind((host, 0))
         return int(probe.getsockname()[1])
+
+
+def unreachable(url: str) -> str | None:
+    """Why the server at ``url`` does not answer a PING (within ``health_timeout``), or
+    ``None`` when it does.
+
+    Raises:
+        ConfigError: ``url`` is malformed.
+    """
+    probe = PoolManager(client_name="showcase-probe")
+    try:
+        probe.configure("probe", url)
+        report = probe.health("probe")["pools"]["probe"]
+    finally:
+        probe.close()
+    if report["status"] != "down":
+        return None
+    return str(report["last_error"] or "no reply to PING")
 
 
 def main() -> int:
@@ -55,6 +73,15 @@ def main() -> int:
                 f"embedded {os.path.basename(server.binary)} {server.version}, pid {server.pid}"
             )
         try:
+            problem = unreachable(url) if source == "FERRITE_URL" else None
+            if problem is not None:
+                print(
+                    f"error: cannot reach the server at {PoolConfig.from_url(url).redacted_url} "
+                    f"(FERRITE_URL): {problem.rstrip('. ')}. Start it, fix FERRITE_URL, or "
+                    "unset it to use an embedded server.",
+                    file=sys.stderr,
+                )
+                return 1
             app = build(url)
         except FerriteError as error:
             print(f"error: {error}", file=sys.stderr)

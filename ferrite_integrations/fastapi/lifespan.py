@@ -8,6 +8,7 @@ nothing is opened when the application object is merely built or imported.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -15,6 +16,12 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Unpack
 
 from ferrite_integrations import ConfigError, PoolManager, PoolOptions, get_manager
+from ferrite_integrations.fastapi.holds import (
+    hold_aliases,
+    hold_loop,
+    release_aliases,
+    release_loop,
+)
 from ferrite_integrations.fastapi.pools import PoolSpec, pool_specs
 from ferrite_integrations.fastapi.startup import prepare_pools
 from ferrite_integrations.fastapi.state import STATE_KEY
@@ -36,9 +43,6 @@ generator function (wrapped with ``asynccontextmanager``)."""
 def _as_lifespan(lifespan: Any) -> AppLifespan | None:
     if lifespan is None:
         return None
-    if inspect.isasyncgenfunction(lifespan):
-        wrapped: AppLifespan = contextlib.asynccontextmanager(lifespan)
-        return wrapped
     if not callable(lifespan):
         raise ConfigError(
             "lifespan must be the application's own lifespan: a callable taking the app "
@@ -46,8 +50,48 @@ def _as_lifespan(lifespan: Any) -> AppLifespan | None:
             f"got {type(lifespan).__name__}.",
             option="lifespan",
         )
+    _check_kind(lifespan)
+    if inspect.isasyncgenfunction(lifespan):
+        wrapped: AppLifespan = contextlib.asynccontextmanager(lifespan)
+        return wrapped
     checked: AppLifespan = lifespan
     return checked
+
+
+_FIX = (
+    "Write it as `@contextlib.asynccontextmanager` over `async def lifespan(app): ...; "
+    "yield {...}` (state to merge, or nothing)."
+)
+
+
+def _check_kind(lifespan: Any) -> None:
+    """Refuse, when the app is built, a lifespan Starlette could only fail on at startup."""
+    name = getattr(lifespan, "__qualname__", type(lifespan).__name__)
+    target = inspect.unwrap(lifespan)
+    problem = None
+    if inspect.isgeneratorfunction(target):
+        problem = (
+            "is a @contextlib.contextmanager: a sync context manager"
+            if target is not lifespan
+            else "is a sync generator function (def with yield)"
+        )
+    elif inspect.iscoroutinefunction(target):
+        problem = "is an async function that returns instead of yielding once"
+    else:
+        try:
+            signature = inspect.signature(lifespan)
+        except (TypeError, ValueError):  # no signature to check (a builtin): trust it
+            return
+        try:
+            signature.bind(None)
+        except TypeError:
+            problem = f"does not take the application as its one argument: {name}{signature}"
+    if problem is not None:
+        raise ConfigError(
+            f"lifespan={name} {problem}; a lifespan is called with the app and must "
+            f"return an async context manager. {_FIX}",
+            option="lifespan",
+        )
 
 
 class FerriteLifespan:
@@ -91,26 +135,43 @@ class FerriteLifespan:
     @contextlib.asynccontextmanager
     async def _run(self, app: Any) -> AsyncIterator[dict[str, Any]]:
         manager = self.manager
-        for spec in self.specs:
-            manager.configure(spec.alias, spec.url, **spec.options)
+        loop = asyncio.get_running_loop()
+        held = hold_aliases(manager, self.specs)
+        hold_loop(manager, loop)
         try:
             await prepare_pools(manager, self.specs, strict=self.strict)
             manager.start_async_monitor()
             async with contextlib.AsyncExitStack() as stack:
                 state: dict[str, Any] = {STATE_KEY: manager}
                 if self._lifespan is not None:
-                    state.update(
-                        _checked_state(await stack.enter_async_context(self._lifespan(app)))
-                    )
+                    own = _checked_context(self._lifespan(app))
+                    state.update(_checked_state(await stack.enter_async_context(own)))
                 yield state
         finally:
-            # The application's own shutdown (above) still had the pools; now close them
-            # and stop this event loop's monitor.
-            await manager.aclose()
+            # The application's own shutdown (above) still had the pools. Close only what
+            # this lifespan opened: its aliases unless another running lifespan holds them,
+            # and this loop's pools and monitor when no other lifespan runs on the loop.
+            # The sync pools and monitor thread (Django, Flask) and other loops stay open.
+            try:
+                release_aliases(manager, held)
+            finally:
+                if release_loop(manager, loop):
+                    await manager.aclose_loop()
 
     def __repr__(self) -> str:
         pools = ", ".join(f"{spec.alias}={spec.config.redacted_url}" for spec in self.specs)
         return f"<FerriteLifespan {pools} strict={self.strict}>"
+
+
+def _checked_context(context: Any) -> AbstractAsyncContextManager[Mapping[str, Any] | None]:
+    if not (hasattr(context, "__aenter__") and hasattr(context, "__aexit__")):
+        raise ConfigError(
+            "The application's lifespan must return an async context manager when called "
+            f"with the app; it returned {type(context).__name__}. {_FIX}",
+            option="lifespan",
+        )
+    checked: AbstractAsyncContextManager[Mapping[str, Any] | None] = context
+    return checked
 
 
 def _checked_state(state: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -145,8 +206,11 @@ def ferrite_lifespan(
     At startup it configures the pools, checks that each server answers (one PING bounded
     by ``health_timeout``), opens ``min_idle`` connections, starts the health monitor, and
     yields ``{"ferrite": manager}`` (handlers reach it as ``request.state.ferrite``). At
-    shutdown it closes the pools and stops the monitor. Options are validated now, so a
-    mistake fails when the app is built.
+    shutdown it closes only what it opened: it unconfigures its pool aliases (unless
+    another running lifespan uses them), and closes its event loop's pools and monitor
+    (unless another lifespan runs on that loop); Django's and Flask's pools, the sync
+    monitor and other event loops are left alone. Options are validated now, so a mistake
+    fails when the app is built.
 
     Args:
         url: the default pool's server, ``redis://``, ``rediss://`` or ``unix://``; when
@@ -162,12 +226,14 @@ def ferrite_lifespan(
             degraded; commands fail fast until the server answers, and the monitor
             reconnects and re-warms the pool.
         manager: the ``PoolManager`` to configure; default: the process-wide one, shared
-            with Django and Flask in the same process.
+            with Django and Flask in the same process. Apps running at the same time that
+            configure one pool name differently need a manager each (``PoolManager()``).
         **options: pool options of the default pool (``max_connections``, ``min_idle``,
             ``socket_timeout``, ``health_check_interval``, TLS, ...; docs/configuration.md).
 
     Raises:
-        ConfigError: an option, the pools argument or the lifespan is wrong.
+        ConfigError: an option, the pools argument or the lifespan is wrong (now); at
+            startup, a pool name is configured differently in the manager.
     """
     if not isinstance(strict, bool):
         raise ConfigError(f"strict must be True or False; got {strict!r}.", option="strict")

@@ -12,7 +12,7 @@ import pytest
 import redis
 import redis.asyncio
 from asgi_lifespan import LifespanManager
-from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException
+from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, WebSocket
 
 from ferrite_integrations import AsyncRequestScope, ConfigError, PoolManager, current_async_scope
 from ferrite_integrations.fastapi import (
@@ -24,6 +24,9 @@ from ferrite_integrations.fastapi import (
 )
 from ferrite_integrations.testing import FaultProxy
 from tests.fastapi.helpers import TestClient, call_asgi
+
+Lenient = Annotated[AsyncRequestScope, request_scope(raise_on_error=False)]
+Strict = Annotated[AsyncRequestScope, request_scope(raise_on_error=True, on_error="flush")]
 
 
 @pytest.fixture
@@ -232,3 +235,65 @@ def test_a_dependency_without_a_configured_pool_says_what_to_do() -> None:
     assert "No Ferrite pool 'never-configured'" in message
     assert "no ferrite_lifespan ran for this application" in message
     assert "lifespan=ferrite_lifespan(url, ...)" in message
+
+
+def test_the_dependencies_work_in_websocket_routes(app: FastAPI, direct: redis.Redis) -> None:
+    @app.websocket("/ws")
+    async def counter(websocket: WebSocket, redis: FerriteClient, scope: RequestScope) -> None:
+        await websocket.accept()
+        name = await websocket.receive_text()
+        scope.deferred.incr(f"greeted:{name}")
+        count = int(await redis.get(f"greeted:{name}"))  # sent with the queued INCR
+        await websocket.send_text(f"hello {name}, #{count}")
+        await websocket.close()
+
+    with TestClient(app) as client, client.websocket_connect("/ws") as websocket:
+        websocket.send_text("ann")
+        assert websocket.receive_text() == "hello ann, #1"
+    assert direct.get("greeted:ann") == b"1"
+
+
+def test_request_scope_fails_the_request_when_a_deferred_write_failed_by_default(
+    app: FastAPI, direct: redis.Redis
+) -> None:
+    @app.get("/default")
+    async def default(scope: RequestScope) -> str:
+        scope.deferred.set("text", "not a number")
+        scope.deferred.incr("text")  # fails: WRONGTYPE-like error
+        return "reported as done"
+
+    @app.get("/lenient")
+    async def relaxed(scope: Lenient) -> str:
+        scope.deferred.incr("text")
+        return "logged only"
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.get("/default").status_code == 500
+        assert client.get("/lenient").json() == "logged only"
+
+
+@pytest.mark.parametrize(
+    "second", [{"raise_on_error": False}, {"on_error": "discard"}], ids=["raise", "on_error"]
+)
+def test_conflicting_options_of_one_pools_scope_in_a_request_fail(
+    app: FastAPI, direct: redis.Redis, second: dict[str, Any]
+) -> None:
+    other = request_scope(**second)
+
+    @app.get("/conflict")
+    async def conflict(first: RequestScope, scope: AsyncRequestScope = other) -> str:
+        scope.deferred.set("conflict", "written")
+        return "ignored an option"
+
+    @app.get("/agree")
+    async def agree(first: RequestScope, scope: Strict) -> bool:
+        return first is scope
+
+    with TestClient(app) as client:
+        with pytest.raises(ConfigError) as failure:
+            client.get("/conflict")
+        assert client.get("/agree").json() is True
+    message = str(failure.value)
+    assert "pool 'default' in one request ask for different options" in message
+    assert f"{next(iter(second))}=" in message
+    assert direct.get("conflict") is None  # the handler never ran

@@ -7,6 +7,7 @@ import redis
 from example_projects.fastapi_app import create_app
 from ferrite_integrations import PoolManager
 from ferrite_integrations.testing import FaultProxy
+from tests.conftest import wait_until
 from tests.fastapi.helpers import TestClient
 
 
@@ -40,3 +41,18 @@ def test_the_example_app(proxy: FaultProxy, manager: PoolManager, direct: redis.
     paths = set(app.openapi()["paths"])
     assert "/health/ferrite" in paths
     assert not any(path.startswith(("/flask", "/django")) for path in paths)
+
+
+def test_a_write_that_fails_is_not_reported_as_stored(
+    proxy: FaultProxy, manager: PoolManager, direct: redis.Redis
+) -> None:
+    app = create_app(proxy.url, manager=manager, monitor=False, socket_connect_timeout=0.5)
+    with TestClient(app) as client:
+        proxy.refuse()  # the server is gone: open connections cut, new ones refused
+        response = client.put("/items/5", json={"name": "vase", "price": 30})
+        assert response.status_code == 503
+        assert "stored" not in response.json()
+        assert client.get("/items/5").status_code == 503
+        proxy.pass_through()
+        wait_until(lambda: client.put("/items/5", json={"name": "vase", "price": 30}).is_success)
+    assert direct.exists("item:5")

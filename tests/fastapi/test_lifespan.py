@@ -8,7 +8,7 @@ import logging
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -234,17 +234,45 @@ def test_named_pools(server: EmbeddedServer, manager: PoolManager) -> None:
         assert client.post("/login/ann").json() == {"logins": 1}
         with pytest.raises(ConfigError, match="No Ferrite pool 'default'"):
             client.get("/default")
+        assert manager.config("cache").max_connections == 4
+    assert manager.aliases() == []  # unconfigured at shutdown
     db1 = redis.Redis(host=server.host, port=server.port, db=1)
     db2 = redis.Redis(host=server.host, port=server.port, db=2)
     assert (db1.get("logins"), db2.get("session:ann"), db2.get("logins")) == (b"1", b"open", None)
     db1.close()
     db2.close()
-    assert manager.config("cache").max_connections == 4
+
+
+def _sync_generator(app: Any) -> Iterator[dict[str, Any]]:
+    yield {}
+
+
+@contextlib.contextmanager
+def _sync_context_manager(app: Any) -> Iterator[dict[str, Any]]:
+    yield {}
+
+
+async def _returns_state(app: Any) -> dict[str, Any]:
+    return {}
+
+
+@contextlib.asynccontextmanager
+async def _takes_no_app() -> AsyncIterator[dict[str, Any]]:
+    yield {}
+
+
+async def _generator_takes_no_app() -> AsyncIterator[dict[str, Any]]:
+    yield {}
 
 
 @pytest.mark.parametrize(
     ("kwargs", "expected"),
     [
+        ({"lifespan": _sync_generator}, "is a sync generator function"),
+        ({"lifespan": _sync_context_manager}, "is a @contextlib.contextmanager"),
+        ({"lifespan": _returns_state}, "is an async function that returns"),
+        ({"lifespan": _takes_no_app}, "does not take the application as its one argument"),
+        ({"lifespan": _generator_takes_no_app}, "does not take the application"),
         ({"max_conections": 3}, "Did you mean 'max_connections'"),
         ({"pools": {"cache": 5}}, "pools['cache'] must be a URL string or a dict"),
         ({"pools": {"cache": {"min_idle": -1}}}, "pools['cache']: "),
@@ -262,6 +290,26 @@ def test_bad_input_is_a_config_error_when_the_app_is_built(
     with pytest.raises(ConfigError) as failure:
         ferrite_lifespan(**kwargs)
     assert expected in str(failure.value)
+
+
+def test_a_wrong_lifespan_names_the_fix() -> None:
+    with pytest.raises(ConfigError) as failure:
+        ferrite_lifespan(lifespan=_sync_context_manager)
+    message = str(failure.value)
+    assert "lifespan=_sync_context_manager is a @contextlib.contextmanager" in message
+    assert "@contextlib.asynccontextmanager" in message
+
+
+def test_a_lifespan_that_returns_no_context_manager_fails_startup_clearly(
+    server: EmbeddedServer, manager: PoolManager
+) -> None:
+    lifespan = ferrite_lifespan(server.url, lifespan=lambda app: {"db": 1}, manager=manager)
+    with (
+        pytest.raises(ConfigError, match=r"must return an async context manager.*returned dict"),
+        TestClient(FastAPI(lifespan=lifespan)),
+    ):
+        pass
+    assert manager.aliases() == []
 
 
 def test_plain_starlette_app(server: EmbeddedServer, manager: PoolManager) -> None:
