@@ -3,20 +3,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import redis
 import trustme
 from cryptography.hazmat.primitives import serialization
 
+from ferrite_integrations import PoolManager
 from ferrite_integrations.testing import EmbeddedServer, FaultProxy
 from ferrite_integrations.testing.plugin import ServerFactory
 
 pytest_plugins = ["pytester"]
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -99,3 +105,15 @@ def wait_until(condition: Callable[[], object], timeout: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.01)
+
+
+def run_then_close(manager: PoolManager, body: Callable[[], Awaitable[T]]) -> T:
+    """Run ``body()`` on a fresh event loop, then close that loop's pools on it."""
+
+    async def main() -> T:
+        try:
+            return await body()
+        finally:
+            await manager.aclose()
+
+    return asyncio.run(main())

@@ -14,6 +14,7 @@ import redis
 
 from ferrite_integrations import PipelineError, PoolManager
 from ferrite_integrations.testing import EmbeddedServer, FaultProxy
+from tests.conftest import run_then_close as run
 
 NAME = "auto-pipeline-test"
 
@@ -24,16 +25,6 @@ def manager(proxy: FaultProxy) -> Iterator[PoolManager]:
     manager.configure("default", proxy.url, breaker_threshold=1000, socket_timeout=5.0)
     yield manager
     manager.close()
-
-
-def run(manager: PoolManager, body: Any) -> Any:
-    async def main() -> Any:
-        try:
-            return await body()
-        finally:
-            await manager.aclose()
-
-    return asyncio.run(main())
 
 
 def test_commands_under_gather_go_out_as_one_pipeline_on_one_connection(

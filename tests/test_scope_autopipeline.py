@@ -18,6 +18,7 @@ import redis
 
 from ferrite_integrations import AsyncRequestScope, PipelineError, PoolManager
 from ferrite_integrations.testing import EmbeddedServer, FaultProxy
+from tests.conftest import run_then_close as run
 
 NAME = "scope-auto-pipeline"
 TASKS = 50
@@ -29,16 +30,6 @@ def manager(proxy: FaultProxy) -> Iterator[PoolManager]:
     manager.configure("default", proxy.url, breaker_threshold=1000, socket_timeout=5.0)
     yield manager
     manager.close()
-
-
-def run(manager: PoolManager, body: Any) -> Any:
-    async def main() -> Any:
-        try:
-            return await body()
-        finally:
-            await manager.aclose()
-
-    return asyncio.run(main())
 
 
 def pipelining(manager: PoolManager) -> dict[str, Any]:

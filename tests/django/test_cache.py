@@ -18,7 +18,7 @@ import redis
 
 from ferrite_integrations import ConfigError, get_manager
 from ferrite_integrations.django import FerriteCache
-from ferrite_integrations.testing import EmbeddedServer
+from ferrite_integrations.testing import EmbeddedServer, FaultProxy
 
 CUSTOM = "tests.django.custom"
 
@@ -172,6 +172,34 @@ def test_set_many_timeouts(api: Any, cache: FerriteCache) -> None:
     assert api.get_many(["x", "y"]) == {}
     api.set_many({"v": "one"}, version=3)
     assert (api.get("v"), api.get("v", version=3)) == (None, "one")
+
+
+def test_incr_is_one_round_trip_and_keeps_the_timeout(ferrite_server: EmbeddedServer) -> None:
+    with FaultProxy(ferrite_server.host, ferrite_server.port) as proxy:
+        cache = FerriteCache(proxy.url, {"KEY_PREFIX": "incr-rt"})
+
+        def round_trips(call: Callable[[], Any]) -> int:
+            before = proxy.requests_forwarded
+            call()
+            return proxy.requests_forwarded - before
+
+        def missing() -> None:
+            with pytest.raises(ValueError, match="not found"):
+                cache.incr("gone")
+
+        cache.set("n", 1, timeout=100)
+        assert round_trips(lambda: cache.incr("n", 4)) == 1
+        assert round_trips(missing) == 1
+        assert 0 < cache.ttl("n") <= 100  # not recreated without its timeout
+
+        async def in_one_loop() -> list[int]:
+            await cache.aset("a", 1, timeout=100)  # the loop's connection is open from here
+            before = proxy.requests_forwarded
+            value = await cache.aincr("a", 4)
+            return [value, proxy.requests_forwarded - before]
+
+        assert asyncio.run(in_one_loop()) == [5, 1]
+        assert 0 < cache.ttl("a") <= 100
 
 
 def test_incr_and_decr(api: Any) -> None:
