@@ -16,7 +16,6 @@ import contextvars
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from functools import partial
 from typing import Any, Literal
 
 import redis
@@ -24,6 +23,7 @@ import redis.client
 import redis.exceptions
 from redis.client import EMPTY_RESPONSE, NEVER_DECODE, CaseInsensitiveDict
 
+from ferrite_integrations._wire import run_batch, run_command
 from ferrite_integrations.errors import FerriteError
 from ferrite_integrations.pool import FerritePool
 from ferrite_integrations.retry import command_name
@@ -263,26 +263,11 @@ class ScopeClient(redis.Redis):
         return scope._send_with(args, options)
 
     def _direct(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
-        # redis-py's own path minus its per-call telemetry hooks: same connection, same
-        # retry policy (the connection's), same disconnect on failure, same callbacks.
-        first = args[0]
-        if self.connection is not None or first[:7].upper() in _REDIS_PY_PATH:
+        # redis-py's own rules on a shorter path (see _wire): same connection checks, same
+        # retry policy, same disconnect on failure, same callbacks.
+        if self.connection is not None or args[0][:7].upper() in _REDIS_PY_PATH:
             return super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
-        pool = self.connection_pool
-        connection: Any = pool.get_connection()
-        try:
-            return connection.retry.call_with_retry(
-                partial(self._send_and_parse, connection, args, options),
-                connection.ferrite_drop,
-            )
-        finally:
-            if connection.should_reconnect():
-                connection.disconnect()
-            pool.release(connection)
-
-    def _send_and_parse(self, connection: Any, args: tuple[Any, ...], options: Any) -> Any:
-        connection.send_command(*args, **options)
-        return self.parse_response(connection, args[0], **options)  # type: ignore[no-untyped-call]
+        return run_command(self.connection_pool, args, options, self.response_callbacks)
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
         return _FlushingPipeline(
@@ -445,12 +430,10 @@ class RequestScope:
         # run afterwards, each failure belonging to its own command.
         handles, self._handles = self._handles, []
         stack, self._queue.command_stack = self._queue.command_stack, []
-        batch = redis.client.Pipeline(self.pool, CaseInsensitiveDict({}), False, None)
-        batch.command_stack = stack
-        batch.scripts, self._queue.scripts = self._queue.scripts, set()
+        scripts, self._queue.scripts = self._queue.scripts, set()
         self._sending += 1
         try:
-            raw = batch.execute(raise_on_error=False)
+            raw = self._send_batch(stack, scripts)
         except BaseException as failure:  # nothing can be assumed applied: all fail
             raw = [failure] * len(handles)
             if not isinstance(failure, Exception):
@@ -463,6 +446,14 @@ class RequestScope:
         settle_batch(
             handles, stack, raw, self.client.response_callbacks, own=own, failures=self._failures
         )
+
+    def _send_batch(self, stack: list[Any], scripts: set[Any]) -> list[Any]:
+        if not scripts:
+            return run_batch(self.pool, stack)
+        # Registered scripts may need loading first: redis-py's pipeline does that.
+        batch = redis.client.Pipeline(self.pool, CaseInsensitiveDict({}), False, None)
+        batch.command_stack, batch.scripts = stack, scripts
+        return batch.execute(raise_on_error=False)
 
     def _discard(self) -> None:
         with self._send_lock:

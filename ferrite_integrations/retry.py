@@ -27,6 +27,7 @@ from redis.retry import Retry
 from ferrite_integrations.errors import ServerUnavailableError, TLSError
 
 __all__ = [
+    "RETRYABLE_ERRORS",
     "SAFE_TO_REPEAT",
     "AsyncCommandRetry",
     "CommandRetry",
@@ -111,7 +112,12 @@ def is_safe_to_repeat(names: Iterable[str]) -> bool:
     return seen
 
 
-_RETRYABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, socket.timeout)
+# The failures a retry policy considers at all (it then decides with ``may_retry``).
+RETRYABLE_ERRORS = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    socket.timeout,
+)
 
 
 class _Decision:
@@ -159,7 +165,7 @@ class CommandRetry(_Decision, Retry):
 
     def __init__(self, retries: int, backoff_cap: float = 0.5, retry_on_timeout: bool = False):
         super().__init__(
-            ExponentialWithJitterBackoff(base=0.01, cap=backoff_cap), retries, _RETRYABLE
+            ExponentialWithJitterBackoff(base=0.01, cap=backoff_cap), retries, RETRYABLE_ERRORS
         )
         self.backoff_cap = backoff_cap
         self.retry_on_timeout = retry_on_timeout
@@ -189,7 +195,7 @@ class AsyncCommandRetry(_Decision, AsyncRetry):
 
     def __init__(self, retries: int, backoff_cap: float = 0.5, retry_on_timeout: bool = False):
         backoff = ExponentialWithJitterBackoff(base=0.01, cap=backoff_cap)
-        super().__init__(backoff, retries, _RETRYABLE)  # type: ignore[arg-type]
+        super().__init__(backoff, retries, RETRYABLE_ERRORS)  # type: ignore[arg-type]
         self.backoff_cap = backoff_cap
         self.retry_on_timeout = retry_on_timeout
         self._connection = _nothing

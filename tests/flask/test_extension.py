@@ -325,11 +325,12 @@ def test_the_monitor_does_not_reopen_the_pools_of_a_collected_or_closed_app(
     wait_until(lambda: server.connected_clients(client_name) == 0)
     time.sleep(0.15)
     assert server.connected_clients(client_name) == 0
-    # used again after close: the pools come back, maintained again
+    # used again after close: the pools come back, maintained again (3 connections when the
+    # warming ran while the ping held one: min_idle counts idle connections)
     app.test_client().get("/")
     with app.app_context():
         assert ferrite.client.ping()
-    wait_until(lambda: server.connected_clients(client_name) == 2)
+    wait_until(lambda: server.connected_clients(client_name) >= 2)
     ferrite.close(app)
 
 
