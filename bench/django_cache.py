@@ -2,10 +2,12 @@
 per-call get/set/get_many, a request of 5 writes + 5 reads (through PipelineMiddleware for
 FerriteCache), and aget/aset. Needs `pip install django-redis`.
 
-    .venv/bin/python bench/django_cache.py [--calls 3000] [--rounds 5] [--pin apart|together|none]
+    .venv/bin/python bench/django_cache.py [--calls 500] [--rounds 15] [--pin apart|together|none]
 
-The backends take turns, round after round, and each figure is the median of the rounds,
-so a burst of noise on the machine does not favour one of them. The server and this process
+Every column runs in many short rounds; in each round every backend runs back to back,
+starting with a different one each time. The ops/s are medians over the rounds; the ratio
+to django-redis is taken within each round (so a burst of noise on the machine falls on
+both sides of it) and reported as the median with its quartiles. The server and this process
 are pinned to different CPUs (when there are two): left to the scheduler, a loopback round
 trip takes 33 or 75 us depending on whether both land on one core, which swamps the
 difference between backends.
@@ -55,15 +57,19 @@ def pin(server_pid: int | None, how: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--calls", type=int, default=3000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=500, help="operations per round")
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--pin", choices=["apart", "together", "none"], default="apart")
     args = parser.parse_args()
     with EmbeddedServer() as server:
         pin(server.pid, args.pin)
         settings.configure(
             CACHES={
-                name: {"BACKEND": backend, "LOCATION": server.url, "KEY_PREFIX": name}
+                name: {
+                    "BACKEND": backend,
+                    "LOCATION": server.url,
+                    "KEY_PREFIX": name.replace(" ", "-"),
+                }
                 for name, backend in BACKENDS.items()
             },
             SECRET_KEY="bench",
@@ -81,12 +87,14 @@ def main() -> None:
             f"{django.get_version()}, redis-py {redis.__version__}, server {server.version}"
         )
 
-        def measure(name: str) -> dict[str, float]:
+        def workloads(name: str) -> dict[str, Callable[[int], float]]:
+            """Column -> run ``count`` operations, return operations per second."""
             cache = caches[name]
             cache.set("k", "v" * 100)
             cache.set_many({f"m{i}": i for i in range(10)})
+            keys = [f"m{i}" for i in range(10)]
 
-            def view(request: Any, cache: Any = cache) -> HttpResponse:
+            def view(request: Any) -> HttpResponse:
                 for i in range(5):
                     cache.set(f"r{i}", i)
                 for i in range(5):
@@ -95,40 +103,56 @@ def main() -> None:
 
             handler = PipelineMiddleware(view) if name == "FerriteCache" else view
 
-            async def aload(cache: Any = cache) -> float:
+            async def aload(count: int) -> float:
+                await cache.aset("a", 0)
                 started = time.perf_counter()
-                for n in range(args.calls):
+                for n in range(count):
                     await cache.aset("a", n)
                     await cache.aget("a")
-                return 2 * args.calls / (time.perf_counter() - started)
+                return 2 * count / (time.perf_counter() - started)
 
             return {
-                "get": per_second(lambda n, c=cache: c.get("k"), args.calls),
-                "set": per_second(lambda n, c=cache: c.set("k", "v" * 100), args.calls),
-                "get_many(10)": per_second(
-                    lambda n, c=cache: c.get_many([f"m{i}" for i in range(10)]), args.calls
-                ),
-                "request 5w+5r": per_second(lambda n, h=handler: h(request), args.calls // 5),
-                "aget/aset": asyncio.run(aload()),
+                "get": lambda count: per_second(lambda n: cache.get("k"), count),
+                "set": lambda count: per_second(lambda n: cache.set("k", "v" * 100), count),
+                "get_many(10)": lambda count: per_second(lambda n: cache.get_many(keys), count),
+                "request 5w+5r": lambda count: per_second(lambda n: handler(request), count // 5),
+                "aget/aset": lambda count: asyncio.run(aload(count // 2)),
             }
 
-        samples: dict[str, dict[str, list[float]]] = {name: {} for name in BACKENDS}
-        for _ in range(args.rounds):
-            for name in BACKENDS:
-                for column, value in measure(name).items():
-                    samples[name].setdefault(column, []).append(value)
-        rows = {
-            name: {column: statistics.median(values) for column, values in row.items()}
-            for name, row in samples.items()
+        runs = {name: workloads(name) for name in BACKENDS}
+        columns = list(runs["FerriteCache"])
+        names = list(BACKENDS)
+        rates: dict[str, dict[str, list[float]]] = {
+            name: {c: [] for c in columns} for name in names
         }
-        columns = list(next(iter(rows.values())))
-        print(f"  {'ops/s':18s}" + "".join(f"{column:>16s}" for column in columns))
-        for name, row in rows.items():
-            print(f"  {name:18s}" + "".join(f"{row[column]:16.0f}" for column in columns))
-        ours, theirs = rows["FerriteCache"], rows["django-redis"]
+        ratios: dict[str, list[float]] = {column: [] for column in columns}
+        for column in columns:
+            for round_number in range(args.rounds):
+                # Each round runs every backend back to back, starting with a different one
+                # each time; the ratio is taken within the round, so a burst of noise on the
+                # machine falls on both sides of it.
+                shift = round_number % len(names)
+                for name in names[shift:] + names[:shift]:
+                    rates[name][column].append(runs[name][column](args.calls))
+                ratios[column].append(
+                    rates["FerriteCache"][column][-1] / rates["django-redis"][column][-1]
+                )
+        print(f"  {'ops/s (median)':18s}" + "".join(f"{column:>16s}" for column in columns))
+        for name in names:
+            row = "".join(f"{statistics.median(rates[name][c]):16.0f}" for c in columns)
+            print(f"  {name:18s}" + row)
         print(
-            f"  {'vs django-redis':18s}" + "".join(f"{ours[c] / theirs[c]:15.2f}x" for c in columns)
+            f"  {'vs django-redis':18s}"
+            + "".join(f"{statistics.median(ratios[c]):15.2f}x" for c in columns)
         )
+        print(
+            f"  {'  (quartiles)':18s}" + "".join(f"{_quartiles(ratios[c]):>16s}" for c in columns)
+        )
+
+
+def _quartiles(values: list[float]) -> str:
+    low, _, high = statistics.quantiles(values, n=4) if len(values) > 1 else (values * 3)
+    return f"{low:.2f}-{high:.2f}"
 
 
 if __name__ == "__main__":

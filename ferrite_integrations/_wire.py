@@ -15,6 +15,7 @@ The connection's own ``send_packed_command`` / ``read_response`` (our mixins in
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 import redis.exceptions
@@ -45,18 +46,25 @@ def run_command(
     """
     connection: Any = pool.get_connection()
     try:
-        raw = _with_retry(connection, lambda: _send_and_read(connection, args, options))
+        try:
+            raw = _send_and_read(connection, args, options)
+        except RETRYABLE_ERRORS as error:
+            raw = _retry(connection, error, partial(_send_and_read, connection, args, options))
     finally:
         _give_back(pool, connection)
     if raw is _EMPTY:  # a server error the command's options turn into a value
         return options[EMPTY_RESPONSE]
     name = args[0]
-    if name not in callbacks:
+    # Callback keys are stored upper-case: look up as is first (C speed), then as redis-py.
+    callback = dict.get(callbacks, name)
+    if callback is None and type(name) is str and not name.isupper():
+        callback = callbacks.get(name)
+    if callback is None:
         return raw
     if not options:
-        return callbacks[name](raw)
+        return callback(raw)
     kept = {key: value for key, value in options.items() if key not in _NOT_FOR_CALLBACKS}
-    return callbacks[name](raw, **kept)
+    return callback(raw, **kept)
 
 
 def run_batch(pool: Any, commands: Sequence[Command]) -> list[Any]:
@@ -72,7 +80,10 @@ def run_batch(pool: Any, commands: Sequence[Command]) -> list[Any]:
     """
     connection: Any = pool.get_connection()
     try:
-        return _with_retry(connection, lambda: _send_and_read_all(connection, commands))
+        try:
+            return _send_and_read_all(connection, commands)
+        except RETRYABLE_ERRORS as error:
+            return _retry(connection, error, partial(_send_and_read_all, connection, commands))
     finally:
         _give_back(pool, connection)
 
@@ -101,12 +112,32 @@ def _send_and_read(connection: Any, args: tuple[Any, ...], options: Mapping[str,
     packed = _pack(connection, args)
     connection.ferrite_commands = (command_name(args),)
     connection.send_packed_command(packed)
+    if not options:
+        return connection.read_response()
     return _read_one(connection, options)
 
 
+def _pack_all(connection: Any, commands: Sequence[Command]) -> Any:
+    """The batch's bytes, as the connection would pack them (see ``_pack``), with every
+    command's name recorded on the connection for the retry policy."""
+    if _HIREDIS:
+        parts = []
+        for args, _ in commands:
+            first = args[0]
+            if type(first) not in _NAME_TYPES or not first.isalpha():
+                break
+            try:
+                parts.append(hiredis.pack_command(args))
+            except TypeError:
+                break
+        else:
+            connection.ferrite_commands = tuple(command_name(args) for args, _ in commands)
+            return [b"".join(parts)]
+    return connection.pack_commands([args for args, _ in commands])  # records the names
+
+
 def _send_and_read_all(connection: Any, commands: Sequence[Command]) -> list[Any]:
-    # pack_commands records every command's name on the connection for the retry policy.
-    connection.send_packed_command(connection.pack_commands([args for args, _ in commands]))
+    connection.send_packed_command(_pack_all(connection, commands))
     replies: list[Any] = []
     for _, options in commands:
         try:
@@ -128,21 +159,19 @@ def _read_one(connection: Any, options: Mapping[str, Any]) -> Any:
         raise
 
 
-def _with_retry(connection: Any, attempt: Callable[[], T]) -> T:
-    """The first attempt runs bare; only a failure pays for the retry policy's loop, which
-    then sees that failure as its own first one (same count, same backoff, same rules)."""
-    try:
+def _retry(connection: Any, error: BaseException, attempt: Callable[[], T]) -> T:
+    """The first attempt ran bare and failed with ``error``: the connection's retry policy
+    takes over, seeing that failure as its own first one (same count, same backoff, same
+    rules), and runs ``attempt`` again if it allows."""
+    first: list[BaseException] = [error]
+
+    def again() -> T:
+        if first:
+            raise first.pop()
         return attempt()
-    except RETRYABLE_ERRORS as error:
-        first: list[BaseException] = [error]
 
-        def again() -> T:
-            if first:
-                raise first.pop()
-            return attempt()
-
-        result: T = connection.retry.call_with_retry(again, connection.ferrite_drop)
-        return result
+    result: T = connection.retry.call_with_retry(again, connection.ferrite_drop)
+    return result
 
 
 def _give_back(pool: Any, connection: Any) -> None:

@@ -18,7 +18,7 @@ import time
 import weakref
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import Any, Unpack
+from typing import Any, Unpack, cast
 
 import redis
 import redis.asyncio
@@ -120,6 +120,9 @@ class PoolManager:
         self._configs: dict[str, PoolConfig] = {}
         self._pools: dict[PoolConfig, FerritePool] = {}
         self._clients: dict[PoolConfig, ScopeClient] = {}
+        # alias -> (pool, client, aliases sharing the pool) for request scopes; emptied
+        # under _lock whenever an alias is bound, rebound or unbound.
+        self._scope_kits: dict[str, tuple[FerritePool, ScopeClient, tuple[str, ...]]] = {}
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopEntry] = (
             weakref.WeakKeyDictionary()
         )
@@ -158,6 +161,7 @@ class PoolManager:
                     option="alias",
                 )
             self._configs[alias] = config
+            self._scope_kits.clear()
         return config
 
     def alias_for(self, config: PoolConfig, prefix: str) -> str:
@@ -175,6 +179,7 @@ class PoolManager:
                 number += 1
                 alias = f"{base}#{number}"
             self._configs[alias] = config
+            self._scope_kits.clear()
             return alias
 
     def config(self, alias: str = "default") -> PoolConfig:
@@ -183,10 +188,10 @@ class PoolManager:
         Raises:
             ConfigError: the alias was never configured.
         """
-        with self._lock:
-            config = self._configs.get(alias)
-            known = sorted(self._configs)
+        config = self._configs.get(alias)
         if config is None:
+            with self._lock:
+                known = sorted(self._configs)
             raise ConfigError(
                 f"No pool alias {alias!r}. Configured aliases: {known or 'none'}. Call "
                 f"manager.configure({alias!r}, url, **options) first.",
@@ -246,14 +251,10 @@ class PoolManager:
             on_error: ``"flush"`` sends the queue even when the scope is left by an
                 exception; ``"discard"`` drops it.
         """
-        pool = self.pool(alias)
+        pool, client, aliases = self._scope_kits.get(alias) or self._scope_kit(alias)
         joined = _scope_for(pool)
         if joined is not None:
             return joined
-        self.client(alias)
-        with self._lock:
-            client = self._clients[pool.config]
-            aliases = tuple(self._aliases_of(pool.config))
         return RequestScope(
             pool,
             client,
@@ -262,6 +263,14 @@ class PoolManager:
             on_error=on_error,
             record=pool.record_batch,
         )
+
+    def _scope_kit(self, alias: str) -> tuple[FerritePool, ScopeClient, tuple[str, ...]]:
+        with self._lock:  # re-entrant: pool() and client() take it too
+            pool = self.pool(alias)
+            client = cast(ScopeClient, self.client(alias))
+            kit = (pool, client, tuple(self._aliases_of(pool.config)))
+            self._scope_kits[alias] = kit
+        return kit
 
     def warm(self, alias: str | None = None) -> dict[str, int]:
         """Open ``min_idle`` connections in each pool (one alias, or all). Returns the
@@ -515,6 +524,7 @@ class PoolManager:
         app is gone. Returns whether a pool was retired."""
         with self._lock:
             config = self._configs.pop(alias, None)
+            self._scope_kits.clear()
             self._degraded.pop(alias, None)
             pool = None
             if config is not None and not self._aliases_of(config):

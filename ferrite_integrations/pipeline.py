@@ -83,6 +83,8 @@ def apply_callback(
     if name not in callbacks:
         return raw
     try:
+        if not options:
+            return callbacks[name](raw)
         kept = {key: value for key, value in options.items() if key not in _NOT_FOR_CALLBACKS}
         return callbacks[name](raw, **kept)
     except Exception as error:
@@ -258,9 +260,9 @@ class ScopeClient(redis.Redis):
 
     def execute_command(self, *args: Any, **options: Any) -> Any:
         scope = _scope_for(self.connection_pool) if _active.get() else None
-        if scope is None or not scope.busy:
-            return self._direct(args, options)
-        return scope._send_with(args, options)
+        if scope is not None and scope.busy:
+            return scope._send_with(args, options)
+        return self._direct(args, options)
 
     def _direct(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
         # redis-py's own rules on a shorter path (see _wire): same connection checks, same

@@ -108,7 +108,7 @@ class FerritePool(PoolCommon, redis.ConnectionPool):
                 self._state.enqueue(waiter)
                 overdue = self._state.overdue(started)
             else:
-                self._state.waits.add(monotonic() - started)
+                self._state.waits.add(0.0)  # served at once: no wait worth a clock read
         if waiter is not None:
             self._close(retired)
             self._report_leaks(overdue, started)
@@ -116,8 +116,9 @@ class FerritePool(PoolCommon, redis.ConnectionPool):
             retired = []
         # From here the caller owns a slot: any failure, even Ctrl-C, must give it back.
         try:
-            self._close(retired)
-            self._make_ready(connection)
+            if retired:
+                self._close(retired)
+            self._make_ready(connection, started if waiter is None else monotonic())
         except BaseException:
             self._forget(connection)
             raise
@@ -133,7 +134,8 @@ class FerritePool(PoolCommon, redis.ConnectionPool):
             waiter = self._state.give_back(connection, monotonic(), broken=False, retired=retired)
             if waiter is not None:
                 waiter.on_grant()
-        self._close(retired)
+        if retired:
+            self._close(retired)
 
     def disconnect(self, inuse_connections: bool = True) -> None:
         """Close idle connections (and, by default, those in use: their next command
@@ -287,14 +289,14 @@ class FerritePool(PoolCommon, redis.ConnectionPool):
             self._state.waits.add(now - started)
         return waiter.connection
 
-    def _make_ready(self, connection: Any) -> None:
+    def _make_ready(self, connection: Any, now: float) -> None:
         """Connect a fresh connection, or check a reused one and replace it transparently
         if it died while idle."""
         lease = connection.ferrite_lease
         if lease.fresh:
             connection.connect()
             lease.fresh = False
-        elif not self._usable(connection, lease.last_used):
+        elif not self._usable(connection, now - lease.last_used):
             with self._lock:
                 self._state.closed["broken"] += 1
                 self._state.created += 1
@@ -312,11 +314,11 @@ class FerritePool(PoolCommon, redis.ConnectionPool):
                 if waiter is not None:
                     waiter.on_grant()
 
-    def _usable(self, connection: Any, last_used: float) -> bool:
+    def _usable(self, connection: Any, idle_for: float) -> bool:
         if not connection.looks_clean():
             return False
         interval = self.config.health_check_interval
-        if not interval or monotonic() - last_used < interval:
+        if not interval or idle_for < interval:
             return True
         try:
             connection.send_command("PING", check_health=False)

@@ -9,6 +9,7 @@ async pool, with no thread hop.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from functools import partial
 from typing import Any, Literal
 
 import redis
@@ -159,6 +160,23 @@ class FerriteCache(BaseCache):
             timeout = self.default_timeout
         return None if timeout is None else max(0, int(timeout))
 
+    def _command(self, default: Any, *args: Any) -> Any:
+        """One wire command on the shared client; with ``ignore_exceptions``, ``default``
+        while the server is away."""
+        client = self.get_client()
+        if not self._ignore_exceptions:
+            return client.execute_command(*args)
+        call = partial(client.execute_command, *args)
+        return self._manager.degraded(self._alias).call(call, default=default)
+
+    async def _acommand(self, default: Any, *args: Any) -> Any:
+        """The async twin of ``_command``, on the running loop's pool."""
+        client = self._async_client()
+        if not self._ignore_exceptions:
+            return await client.execute_command(*args)
+        call = partial(client.execute_command, *args)
+        return await self._manager.degraded(self._alias).acall(call, default=default)
+
     def _run(self, call: Callable[[], Any], default: Any = None) -> Any:
         if not self._ignore_exceptions:
             return call()
@@ -174,9 +192,6 @@ class FerriteCache(BaseCache):
             self.make_and_validate_key(key, version=version): self._codec.dumps(value)
             for key, value in data.items()
         }
-
-    def _loads(self, raw: Any, default: Any) -> Any:
-        return default if raw is None else self._codec.loads(raw)
 
     # -- the cache API (sync) ---------------------------------------------------------------
 
@@ -202,53 +217,43 @@ class FerriteCache(BaseCache):
 
     def get(self, key: Any, default: Any = None, version: Any = None) -> Any:
         key = self.make_and_validate_key(key, version=version)
-        client = self.get_client()
-        return self._run(
-            lambda: self._loads(client.execute_command("GET", key), default), default=default
-        )
+        raw = self._command(None, "GET", key)
+        return default if raw is None else self._codec.loads(raw)
 
     def set(
         self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None
     ) -> None:
         key = self.make_and_validate_key(key, version=version)
-        seconds, data, client = (
-            self.get_backend_timeout(timeout),
-            self._codec.dumps(value),
-            self.get_client(),
-        )
+        command = _set_or_delete(key, self._codec.dumps(value), self.get_backend_timeout(timeout))
         scope = current_scope(self._alias)
         if scope is not None:  # PipelineMiddleware: sent with the next read, or at the end
-            queue = scope.deferred
-            queue.execute_command(*_set_or_delete(key, data, seconds))
+            scope.deferred.execute_command(*command)
         else:
-            self._run(lambda: client.execute_command(*_set_or_delete(key, data, seconds)))
+            self._command(None, *command)
 
     def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> bool:
         key = self.make_and_validate_key(key, version=version)
-        seconds, client = self.get_backend_timeout(timeout), self.get_client()
+        seconds = self.get_backend_timeout(timeout)
         if seconds is None:
-            return bool(self._run(lambda: client.persist(key), default=False))
-        return bool(self._run(lambda: client.expire(key, seconds), default=False))
+            return bool(self._command(False, "PERSIST", key))
+        return bool(self._command(False, "EXPIRE", key, seconds))
 
     def delete(self, key: Any, version: Any = None) -> bool:
         key = self.make_and_validate_key(key, version=version)
-        client = self.get_client()
-        return bool(self._run(lambda: client.execute_command("DEL", key), default=False))
+        return bool(self._command(False, "DEL", key))
 
     def get_many(self, keys: Iterable[Any], version: Any = None) -> dict[Any, Any]:
         made = {self.make_and_validate_key(key, version=version): key for key in keys}
         if not made:
             return {}
-        client = self.get_client()
-        raw = self._run(lambda: client.execute_command("MGET", *made), default=[None] * len(made))
+        raw = self._command([None] * len(made), "MGET", *made)
         return {
             made[k]: self._codec.loads(v) for k, v in zip(made, raw, strict=True) if v is not None
         }
 
     def has_key(self, key: Any, version: Any = None) -> bool:
         key = self.make_and_validate_key(key, version=version)
-        client = self.get_client()
-        return bool(self._run(lambda: client.exists(key), default=False))
+        return bool(self._command(False, "EXISTS", key))
 
     def incr(self, key: Any, delta: int = 1, version: Any = None) -> int:
         made = self.make_and_validate_key(key, version=version)
@@ -326,57 +331,43 @@ class FerriteCache(BaseCache):
 
     async def aget(self, key: Any, default: Any = None, version: Any = None) -> Any:
         key = self.make_and_validate_key(key, version=version)
-        client = self._async_client()
-
-        async def get() -> Any:
-            return self._loads(await client.execute_command("GET", key), default)
-
-        return await self._arun(get, default=default)
+        raw = await self._acommand(None, "GET", key)
+        return default if raw is None else self._codec.loads(raw)
 
     async def aset(
         self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None
     ) -> None:
         key = self.make_and_validate_key(key, version=version)
-        seconds, data, client = (
-            self.get_backend_timeout(timeout),
-            self._codec.dumps(value),
-            self._async_client(),
-        )
+        command = _set_or_delete(key, self._codec.dumps(value), self.get_backend_timeout(timeout))
         scope = current_async_scope(self._alias)
         if scope is not None:
-            queue = scope.deferred
-            queue.execute_command(*_set_or_delete(key, data, seconds))
+            scope.deferred.execute_command(*command)
         else:
-            await self._arun(lambda: client.execute_command(*_set_or_delete(key, data, seconds)))
+            await self._acommand(None, *command)
 
     async def atouch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> bool:
         key = self.make_and_validate_key(key, version=version)
-        seconds, client = self.get_backend_timeout(timeout), self._async_client()
+        seconds = self.get_backend_timeout(timeout)
         if seconds is None:
-            return bool(await self._arun(lambda: client.persist(key), default=False))
-        return bool(await self._arun(lambda: client.expire(key, seconds), default=False))
+            return bool(await self._acommand(False, "PERSIST", key))
+        return bool(await self._acommand(False, "EXPIRE", key, seconds))
 
     async def adelete(self, key: Any, version: Any = None) -> bool:
         key = self.make_and_validate_key(key, version=version)
-        client = self._async_client()
-        return bool(await self._arun(lambda: client.execute_command("DEL", key), default=False))
+        return bool(await self._acommand(False, "DEL", key))
 
     async def aget_many(self, keys: Iterable[Any], version: Any = None) -> dict[Any, Any]:
         made = {self.make_and_validate_key(key, version=version): key for key in keys}
         if not made:
             return {}
-        client = self._async_client()
-        raw = await self._arun(
-            lambda: client.execute_command("MGET", *made), default=[None] * len(made)
-        )
+        raw = await self._acommand([None] * len(made), "MGET", *made)
         return {
             made[k]: self._codec.loads(v) for k, v in zip(made, raw, strict=True) if v is not None
         }
 
     async def ahas_key(self, key: Any, version: Any = None) -> bool:
         key = self.make_and_validate_key(key, version=version)
-        client = self._async_client()
-        return bool(await self._arun(lambda: client.exists(key), default=False))
+        return bool(await self._acommand(False, "EXISTS", key))
 
     async def aincr(self, key: Any, delta: int = 1, version: Any = None) -> int:
         made = self.make_and_validate_key(key, version=version)

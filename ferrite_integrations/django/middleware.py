@@ -48,8 +48,12 @@ class PipelineMiddleware:
         if self._async:
             return self._acall(request)
         manager = get_manager()
+        aliases = self._pool_aliases()
+        if len(aliases) == 1:
+            with manager.request_scope(aliases[0]):
+                return self.get_response(request)
         with ExitStack() as scopes:
-            for alias in self._pool_aliases():
+            for alias in aliases:
                 scopes.enter_context(manager.request_scope(alias))
             return self.get_response(request)
 
