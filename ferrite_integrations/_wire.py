@@ -46,10 +46,13 @@ def run_command(
     """
     connection: Any = pool.get_connection()
     try:
+        failure: BaseException | None = None
         try:
             raw = _send_and_read(connection, args, options)
         except RETRYABLE_ERRORS as error:
-            raw = _retry(connection, error, partial(_send_and_read, connection, args, options))
+            failure = error
+        if failure is not None:  # outside the except block: no "during handling" chain
+            raw = _retry(connection, failure, partial(_send_and_read, connection, args, options))
     finally:
         _give_back(pool, connection)
     if raw is _EMPTY:  # a server error the command's options turn into a value
@@ -57,7 +60,7 @@ def run_command(
     name = args[0]
     # Callback keys are stored upper-case: look up as is first (C speed), then as redis-py.
     callback = dict.get(callbacks, name)
-    if callback is None and type(name) is str and not name.isupper():
+    if callback is None and isinstance(name, str) and not name.isupper():
         callback = callbacks.get(name)
     if callback is None:
         return raw
@@ -83,7 +86,8 @@ def run_batch(pool: Any, commands: Sequence[Command]) -> list[Any]:
         try:
             return _send_and_read_all(connection, commands)
         except RETRYABLE_ERRORS as error:
-            return _retry(connection, error, partial(_send_and_read_all, connection, commands))
+            failure = error
+        return _retry(connection, failure, partial(_send_and_read_all, connection, commands))
     finally:
         _give_back(pool, connection)
 

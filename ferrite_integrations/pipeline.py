@@ -450,9 +450,10 @@ class RequestScope:
         )
 
     def _send_batch(self, stack: list[Any], scripts: set[Any]) -> list[Any]:
-        if not scripts:
+        if not scripts and not any(args[0][:7].upper() in _REDIS_PY_PATH for args, _ in stack):
             return run_batch(self.pool, stack)
-        # Registered scripts may need loading first: redis-py's pipeline does that.
+        # Registered scripts may need loading first, and HIMPORT SET its fieldset's PREPARE
+        # on this connection: redis-py's pipeline does both.
         batch = redis.client.Pipeline(self.pool, CaseInsensitiveDict({}), False, None)
         batch.command_stack, batch.scripts = stack, scripts
         return batch.execute(raise_on_error=False)

@@ -5,6 +5,7 @@ errors; and a lost reply is retried only when the request is safe to repeat."""
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Iterator
 
@@ -125,3 +126,48 @@ def test_a_scope_batch_with_a_write_whose_reply_is_lost_is_not_sent_again(
     with pytest.raises(redis.ConnectionError):
         queued.result()
     assert direct.get("c") == b"1"
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # redis-py marks HIMPORT experimental
+def test_a_scope_batch_with_himport_set_carries_its_fieldset_prepare(
+    manager: PoolManager, proxy: FaultProxy
+) -> None:
+    manager.configure("proxied", proxy.url, breaker_threshold=100)
+    client = manager.client("proxied")
+    client.ping()
+    client.himport_prepare("fields", ["a", "b"])
+    # The proxy loses the reply of the first request holding PREPARE: it counts whether the
+    # fieldset's PREPARE went out in the scope's batch, before its HIMPORT SET.
+    proxy.drop_reply_after(1, match=b"PREPARE")
+    with manager.request_scope("proxied") as scope:
+        scope.deferred.set("x", "1")
+        queued = scope.deferred.himport_set("k", "fields", ["1", "2"])
+    assert proxy.faults_triggered == 1
+    assert queued.exception() is not None
+
+
+def test_a_command_name_of_a_str_subclass_keeps_its_callback(manager: PoolManager) -> None:
+    class Command(enum.StrEnum):
+        SET = enum.auto()  # "set"
+        PING = enum.auto()
+
+    client = manager.client()
+    assert client.execute_command(Command.SET, "k", "v") is True
+    assert client.execute_command(Command.PING) is True
+
+
+def test_a_failure_after_the_last_retry_is_raised_without_a_chain(
+    server: EmbeddedServer, proxy: FaultProxy
+) -> None:
+    manager = PoolManager(client_name="wire")
+    manager.configure("default", proxy.url, retries=1, breaker_threshold=100)
+    try:
+        client = manager.client()
+        client.ping()
+        proxy.drop_reply_after(2, match=b"GET")
+        with pytest.raises(redis.ConnectionError) as raised:
+            client.get("k")
+        assert proxy.faults_triggered == 2  # the first attempt and one retry
+        assert raised.value.__context__ is None
+    finally:
+        manager.close()
