@@ -43,6 +43,16 @@ KEYS = 1000
 # -- the application (uvicorn imports this module: bench/fastapi_request.py) ----------------
 
 
+async def _five_writes_five_reads(client: Any, n: int) -> int:
+    """The benchmarked request: five SETs, then five GETs of the same keys."""
+    for i in range(5):
+        await client.set(f"bench:{n % KEYS}:{i}", i)
+    total = 0
+    for i in range(5):
+        total += int(await client.get(f"bench:{n % KEYS}:{i}") or 0)
+    return total
+
+
 def _plain_app() -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -56,13 +66,7 @@ def _plain_app() -> FastAPI:
 
     @app.get("/work/{n}")
     async def work(n: int, request: Request) -> int:
-        client: redis.asyncio.Redis = request.state.redis
-        for i in range(5):
-            await client.set(f"bench:{n % KEYS}:{i}", i)
-        total = 0
-        for i in range(5):
-            total += int(await client.get(f"bench:{n % KEYS}:{i}") or 0)
-        return total
+        return await _five_writes_five_reads(request.state.redis, n)
 
     return app
 
@@ -88,12 +92,7 @@ def _ferrite_app(scoped: bool) -> FastAPI:
 
         @app.get("/work/{n}")
         async def work(n: int, client: FerriteClient) -> int:
-            for i in range(5):
-                await client.set(f"bench:{n % KEYS}:{i}", i)
-            total = 0
-            for i in range(5):
-                total += int(await client.get(f"bench:{n % KEYS}:{i}") or 0)
-            return total
+            return await _five_writes_five_reads(client, n)
 
     return app
 

@@ -32,6 +32,13 @@ from ferrite_integrations.testing import EmbeddedServer
 KEYS = [f"bench:{i}" for i in range(5)]
 
 
+def write_then_read(writer: Any, reader: Any) -> str:
+    """The benchmarked view: five SETs through ``writer``, then five GETs through ``reader``."""
+    for n, key in enumerate(KEYS):
+        writer.set(key, n)
+    return ",".join(str(reader.get(key)) for key in KEYS)
+
+
 def ferrite_app(url: str, pipelined: bool) -> Flask:
     app = Flask("ferrite")
     app.config.update(FERRITE_URL=url, FERRITE_MIN_IDLE=1, FERRITE_MONITOR=False)
@@ -40,10 +47,7 @@ def ferrite_app(url: str, pipelined: bool) -> Flask:
 
     @app.get("/")
     def view() -> str:
-        writer = ferrite.pipeline if pipelined else ferrite.client
-        for n, key in enumerate(KEYS):
-            writer.set(key, n)
-        return ",".join(str(ferrite.client.get(key)) for key in KEYS)
+        return write_then_read(ferrite.pipeline if pipelined else ferrite.client, ferrite.client)
 
     return app
 
@@ -61,9 +65,7 @@ def flask_caching_app(url: str, cache_type: str) -> Flask:
 
     @app.get("/")
     def view() -> str:
-        for n, key in enumerate(KEYS):
-            cache.set(key, n)
-        return ",".join(str(cache.get(key)) for key in KEYS)
+        return write_then_read(cache, cache)
 
     return app
 
@@ -74,9 +76,7 @@ def plain_client_app(url: str) -> Flask:
 
     @app.get("/")
     def view() -> str:
-        for n, key in enumerate(KEYS):
-            client.set(key, n)
-        return ",".join(str(client.get(key)) for key in KEYS)
+        return write_then_read(client, client)
 
     return app
 

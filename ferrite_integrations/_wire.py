@@ -98,46 +98,42 @@ _NAME_TYPES = (str, bytes)
 _NOT_FOR_CALLBACKS = frozenset({NEVER_DECODE, EMPTY_RESPONSE, "keys"})
 
 
-def _pack(connection: Any, args: tuple[Any, ...]) -> Any:
-    """The command's bytes, as the connection would pack them. The connection packs with
-    hiredis when it is installed, after splitting a command name with spaces ("CLIENT
-    LIST") and copying bytearrays; when neither applies, hiredis packs the arguments
-    as they are, and anything it refuses goes to the connection (a clear ``DataError``)."""
+def _hiredis_packed(args: tuple[Any, ...]) -> bytes | None:
+    """The command's bytes as the connection would pack them, when hiredis can make them
+    alone; ``None`` otherwise. The connection packs with hiredis when it is installed, after
+    splitting a command name with spaces ("CLIENT LIST") and copying bytearrays: when
+    neither applies, hiredis packs the arguments as they are. Whatever hiredis refuses goes
+    to the connection, which raises redis-py's own ``DataError``."""
     first = args[0]
-    if _HIREDIS and type(first) in _NAME_TYPES and first.isalpha():
-        try:
-            return [hiredis.pack_command(args)]
-        except TypeError:
-            pass
-    return connection.pack_command(*args)
+    if not (_HIREDIS and type(first) in _NAME_TYPES and first.isalpha()):
+        return None
+    try:
+        packed: bytes = hiredis.pack_command(args)
+    except TypeError:
+        return None
+    return packed
 
 
 def _send_and_read(connection: Any, args: tuple[Any, ...], options: Mapping[str, Any]) -> Any:
-    packed = _pack(connection, args)
+    packed = _hiredis_packed(args)
     connection.ferrite_commands = (command_name(args),)
-    connection.send_packed_command(packed)
+    connection.send_packed_command(connection.pack_command(*args) if packed is None else [packed])
     if not options:
         return connection.read_response()
     return _read_one(connection, options)
 
 
 def _pack_all(connection: Any, commands: Sequence[Command]) -> Any:
-    """The batch's bytes, as the connection would pack them (see ``_pack``), with every
-    command's name recorded on the connection for the retry policy."""
-    if _HIREDIS:
-        parts = []
-        for args, _ in commands:
-            first = args[0]
-            if type(first) not in _NAME_TYPES or not first.isalpha():
-                break
-            try:
-                parts.append(hiredis.pack_command(args))
-            except TypeError:
-                break
-        else:
-            connection.ferrite_commands = tuple(command_name(args) for args, _ in commands)
-            return [b"".join(parts)]
-    return connection.pack_commands([args for args, _ in commands])  # records the names
+    """The batch's bytes, as the connection would pack them (see ``_hiredis_packed``), with
+    every command's name recorded on the connection for the retry policy."""
+    parts = []
+    for args, _ in commands:
+        packed = _hiredis_packed(args)
+        if packed is None:
+            return connection.pack_commands([args for args, _ in commands])  # records names
+        parts.append(packed)
+    connection.ferrite_commands = tuple(command_name(args) for args, _ in commands)
+    return [b"".join(parts)]
 
 
 def _send_and_read_all(connection: Any, commands: Sequence[Command]) -> list[Any]:

@@ -120,9 +120,11 @@ class PoolManager:
         self._configs: dict[str, PoolConfig] = {}
         self._pools: dict[PoolConfig, FerritePool] = {}
         self._clients: dict[PoolConfig, ScopeClient] = {}
-        # alias -> (pool, client, aliases sharing the pool) for request scopes; emptied
-        # under _lock whenever an alias is bound, rebound or unbound.
+        # Derived from _configs, for request scopes (opened on every request): alias ->
+        # (pool, client, aliases sharing it), and configuration -> its aliases. Both are
+        # emptied under _lock by _aliases_changed whenever an alias is bound or unbound.
         self._scope_kits: dict[str, tuple[FerritePool, ScopeClient, tuple[str, ...]]] = {}
+        self._alias_groups: dict[PoolConfig, tuple[str, ...]] = {}
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopEntry] = (
             weakref.WeakKeyDictionary()
         )
@@ -161,7 +163,7 @@ class PoolManager:
                     option="alias",
                 )
             self._configs[alias] = config
-            self._scope_kits.clear()
+            self._aliases_changed()
         return config
 
     def alias_for(self, config: PoolConfig, prefix: str) -> str:
@@ -179,7 +181,7 @@ class PoolManager:
                 number += 1
                 alias = f"{base}#{number}"
             self._configs[alias] = config
-            self._scope_kits.clear()
+            self._aliases_changed()
             return alias
 
     def config(self, alias: str = "default") -> PoolConfig:
@@ -204,8 +206,18 @@ class PoolManager:
         with self._lock:
             return sorted(self._configs)
 
-    def _aliases_of(self, config: PoolConfig) -> list[str]:
-        return sorted(alias for alias, bound in self._configs.items() if bound == config)
+    def _aliases_of(self, config: PoolConfig) -> tuple[str, ...]:
+        """The aliases bound to ``config``, sorted (caller holds ``_lock``)."""
+        group = self._alias_groups.get(config)
+        if group is None:
+            group = tuple(sorted(a for a, bound in self._configs.items() if bound == config))
+            self._alias_groups[config] = group
+        return group
+
+    def _aliases_changed(self) -> None:
+        """Caller holds ``_lock`` and has just changed ``_configs``."""
+        self._scope_kits.clear()
+        self._alias_groups.clear()
 
     # -- sync -----------------------------------------------------------------------------
 
@@ -268,7 +280,7 @@ class PoolManager:
         with self._lock:  # re-entrant: pool() and client() take it too
             pool = self.pool(alias)
             client = cast(ScopeClient, self.client(alias))
-            kit = (pool, client, tuple(self._aliases_of(pool.config)))
+            kit = (pool, client, self._aliases_of(pool.config))
             self._scope_kits[alias] = kit
         return kit
 
@@ -339,7 +351,7 @@ class PoolManager:
             client = entry.scope_clients.get(pool.config)
             if client is None:
                 client = entry.scope_clients[pool.config] = AsyncScopeClient(connection_pool=pool)
-            aliases = tuple(self._aliases_of(pool.config))
+            aliases = self._aliases_of(pool.config)
         return AsyncRequestScope(
             pool, client, aliases, raise_on_error=raise_on_error, on_error=on_error
         )
@@ -524,7 +536,7 @@ class PoolManager:
         app is gone. Returns whether a pool was retired."""
         with self._lock:
             config = self._configs.pop(alias, None)
-            self._scope_kits.clear()
+            self._aliases_changed()
             self._degraded.pop(alias, None)
             pool = None
             if config is not None and not self._aliases_of(config):

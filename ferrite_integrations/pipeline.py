@@ -65,6 +65,11 @@ _NOT_FOR_CALLBACKS = frozenset({NEVER_DECODE, EMPTY_RESPONSE, "keys"})
 _REDIS_PY_PATH = frozenset({"HIMPORT", b"HIMPORT"})
 
 
+def _needs_redis_py(args: tuple[Any, ...]) -> bool:
+    """Whether this command must go through redis-py's own path (see _REDIS_PY_PATH)."""
+    return args[0][:7].upper() in _REDIS_PY_PATH
+
+
 def stateful_error(name: str) -> TypeError:
     return TypeError(
         f"{name} changes the connection's state and cannot run through a request scope; "
@@ -267,7 +272,7 @@ class ScopeClient(redis.Redis):
     def _direct(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
         # redis-py's own rules on a shorter path (see _wire): same connection checks, same
         # retry policy, same disconnect on failure, same callbacks.
-        if self.connection is not None or args[0][:7].upper() in _REDIS_PY_PATH:
+        if self.connection is not None or _needs_redis_py(args):
             return super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         return run_command(self.connection_pool, args, options, self.response_callbacks)
 
@@ -450,7 +455,7 @@ class RequestScope:
         )
 
     def _send_batch(self, stack: list[Any], scripts: set[Any]) -> list[Any]:
-        if not scripts and not any(args[0][:7].upper() in _REDIS_PY_PATH for args, _ in stack):
+        if not scripts and not any(_needs_redis_py(args) for args, _ in stack):
             return run_batch(self.pool, stack)
         # Registered scripts may need loading first, and HIMPORT SET its fieldset's PREPARE
         # on this connection: redis-py's pipeline does both.

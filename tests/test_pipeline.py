@@ -237,3 +237,22 @@ def test_outside_a_scope_deferred_commands_would_not_wait(manager: PoolManager) 
     assert handle.done
     assert handle.result() is True
     assert current_scope() is None
+
+
+def test_a_scope_knows_the_aliases_bound_to_its_pool_at_the_time_it_opens(
+    manager: PoolManager, proxy: FaultProxy, direct: redis.Redis
+) -> None:
+    with manager.request_scope():
+        assert current_scope("sessions") is None
+    manager.configure("sessions", proxy.url, min_idle=1, breaker_threshold=100)  # same pool
+    with manager.request_scope() as scope:
+        assert current_scope("sessions") is scope
+        scope.deferred.set("k", "v")
+    assert direct.get("k") == b"v"
+    manager.forget("sessions")
+    with manager.request_scope():
+        assert current_scope("sessions") is None
+    manager.configure("default", proxy.url, replace=True, breaker_threshold=999)  # another pool
+    with manager.request_scope() as scope:
+        assert scope.pool is manager.pool("default")
+        assert scope.pool.config.breaker_threshold == 999

@@ -293,8 +293,7 @@ class FerriteCache(BaseCache):
         if made and scope is not None:
             scope.deferred.delete(*made)
         elif made:
-            client = self.get_client()
-            self._run(lambda: client.delete(*made))
+            self._command(None, "DEL", *made)
 
     def clear(self) -> bool:
         client = self.get_client()
@@ -408,8 +407,7 @@ class FerriteCache(BaseCache):
         if made and scope is not None:
             scope.deferred.delete(*made)
         elif made:
-            client = self._async_client()
-            await self._arun(lambda: client.delete(*made))
+            await self._acommand(None, "DEL", *made)
 
     async def aclear(self) -> bool:
         client = self._async_client()
@@ -431,21 +429,18 @@ class FerriteCache(BaseCache):
     def ttl(self, key: Any, version: Any = None) -> int | None:
         """Seconds until ``key`` expires: ``None`` if it never does, 0 if it is missing."""
         made = self.make_and_validate_key(key, version=version)
-        client = self.get_client()
-        remaining = int(self._run(lambda: client.ttl(made), default=-2))
+        remaining = int(self._command(-2, "TTL", made))
         return None if remaining == -1 else max(0, remaining)
 
     def expire(self, key: Any, timeout: int, version: Any = None) -> bool:
         """Let ``key`` expire in ``timeout`` seconds; ``False`` if it is missing."""
         made = self.make_and_validate_key(key, version=version)
-        client = self.get_client()
-        return bool(self._run(lambda: client.expire(made, timeout), default=False))
+        return bool(self._command(False, "EXPIRE", made, timeout))
 
     def persist(self, key: Any, version: Any = None) -> bool:
         """Make ``key`` never expire; ``False`` if it is missing or already persistent."""
         made = self.make_and_validate_key(key, version=version)
-        client = self.get_client()
-        return bool(self._run(lambda: client.persist(made), default=False))
+        return bool(self._command(False, "PERSIST", made))
 
     def lock(self, key: Any, version: Any = None, **kwargs: Any) -> Any:
         """A ``redis.lock.Lock`` named after the cache key (same arguments as redis-py)."""
