@@ -5,13 +5,14 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test lint format typecheck imports pytest matrix bench docs clean
+.PHONY: help venv demo test lint format typecheck imports pytest matrix bench docs clean unasync
 
 help:
 	@echo "make demo       start an embedded server (or use FERRITE_URL) and print a live pool report"
 	@echo "make test       lint, format check, mypy --strict, import rules, then the test suite"
 	@echo "make matrix     the tox matrix: Python 3.11-3.13 x Django 5.2/6.x, Flask, FastAPI"
 	@echo "make format     apply ruff's formatter and autofixes"
+	@echo "make unasync    rewrite the sync twins of async modules (ferrite_integrations/_wire.py)"
 	@echo "make docs       build the documentation site into site/"
 
 $(VPY):
@@ -35,6 +36,10 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+unasync: $(STAMP)
+	$(VPY) scripts/unasync.py
+	$(VENV)/bin/ruff format --check ferrite_integrations
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy ferrite_integrations

@@ -2,7 +2,8 @@
 per-call get/set/get_many, a request of 5 writes + 5 reads (through PipelineMiddleware for
 FerriteCache), and aget/aset. Needs `pip install django-redis`.
 
-    .venv/bin/python bench/django_cache.py [--calls 500] [--rounds 15] [--pin apart|together|none]
+    .venv/bin/python bench/django_cache.py [--calls 500] [--rounds 15]
+        [--pin apart|together|none] [--columns get,set,...]
 
 Every column runs in many short rounds; in each round every backend runs back to back,
 starting with a different one each time. The ops/s are medians over the rounds; the ratio
@@ -37,12 +38,13 @@ BACKENDS = {
 }
 
 
-def per_second(call: Callable[[int], Any], count: int) -> float:
+def per_second(call: Callable[[int], Any], count: int) -> tuple[float, float]:
+    """Operations per second, and the process's CPU time per operation in us."""
     call(-1)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for n in range(count):
         call(n)
-    return count / (time.perf_counter() - started)
+    return count / (time.perf_counter() - started), (time.process_time() - cpu) / count * 1e6
 
 
 def pin(server_pid: int | None, how: str) -> None:
@@ -60,6 +62,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=500, help="operations per round")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--pin", choices=["apart", "together", "none"], default="apart")
+    parser.add_argument("--columns", help="comma-separated subset, e.g. get,set")
     args = parser.parse_args()
     with EmbeddedServer() as server:
         pin(server.pid, args.pin)
@@ -87,8 +90,9 @@ def main() -> None:
             f"{django.get_version()}, redis-py {redis.__version__}, server {server.version}"
         )
 
-        def workloads(name: str) -> dict[str, Callable[[int], float]]:
-            """Column -> run ``count`` operations, return operations per second."""
+        def workloads(name: str) -> dict[str, Callable[[int], tuple[float, float]]]:
+            """Column -> run ``count`` operations, return (operations per second, CPU us
+            per operation)."""
             cache = caches[name]
             cache.set("k", "v" * 100)
             cache.set_many({f"m{i}": i for i in range(10)})
@@ -103,29 +107,34 @@ def main() -> None:
 
             handler = PipelineMiddleware(view) if name == "FerriteCache" else view
 
-            async def aload(count: int) -> float:
+            async def aload(count: int) -> tuple[float, float]:
                 await cache.aset("a", 0)
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.process_time()
                 for n in range(count):
                     await cache.aset("a", n)
                     await cache.aget("a")
-                return 2 * count / (time.perf_counter() - started)
+                elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+                return 2 * count / elapsed, cpu / (2 * count) * 1e6
 
-            return {
+            workload: dict[str, Callable[[int], tuple[float, float]]] = {
                 "get": lambda count: per_second(lambda n: cache.get("k"), count),
                 "set": lambda count: per_second(lambda n: cache.set("k", "v" * 100), count),
                 "get_many(10)": lambda count: per_second(lambda n: cache.get_many(keys), count),
                 "request 5w+5r": lambda count: per_second(lambda n: handler(request), count // 5),
                 "aget/aset": lambda count: asyncio.run(aload(count // 2)),
             }
+            return workload
 
         runs = {name: workloads(name) for name in BACKENDS}
-        columns = list(runs["FerriteCache"])
+        only = args.columns.split(",") if args.columns else list(runs["FerriteCache"])
+        columns = [column for column in runs["FerriteCache"] if column in only]
         names = list(BACKENDS)
         rates: dict[str, dict[str, list[float]]] = {
             name: {c: [] for c in columns} for name in names
         }
+        cpu: dict[str, dict[str, list[float]]] = {name: {c: [] for c in columns} for name in names}
         ratios: dict[str, list[float]] = {column: [] for column in columns}
+        cpu_ratios: dict[str, list[float]] = {column: [] for column in columns}
         for column in columns:
             for round_number in range(args.rounds):
                 # Each round runs every backend back to back, starting with a different one
@@ -133,21 +142,43 @@ def main() -> None:
                 # machine falls on both sides of it.
                 shift = round_number % len(names)
                 for name in names[shift:] + names[:shift]:
-                    rates[name][column].append(runs[name][column](args.calls))
+                    rate, cpu_per_op = runs[name][column](args.calls)
+                    rates[name][column].append(rate)
+                    cpu[name][column].append(cpu_per_op)
                 ratios[column].append(
                     rates["FerriteCache"][column][-1] / rates["django-redis"][column][-1]
                 )
-        print(f"  {'ops/s (median)':18s}" + "".join(f"{column:>16s}" for column in columns))
-        for name in names:
-            row = "".join(f"{statistics.median(rates[name][c]):16.0f}" for c in columns)
-            print(f"  {name:18s}" + row)
+                cpu_ratios[column].append(
+                    cpu["django-redis"][column][-1] / cpu["FerriteCache"][column][-1]
+                )
+        _report(columns, names, (rates, ratios), (cpu, cpu_ratios))
+
+
+Figures = tuple[dict[str, dict[str, list[float]]], dict[str, list[float]]]
+
+
+def _report(columns: list[str], names: list[str], speed: Figures, load: Figures) -> None:
+    """Print ops/s and client CPU per operation, each with its ratio to django-redis."""
+    _table(("ops/s (median)", "vs django-redis"), columns, names, speed, "16.0f")
+    print(f"  {'  (quartiles)':18s}" + "".join(f"{_quartiles(speed[1][c]):>16s}" for c in columns))
+    # CPU time of this process per operation (all its threads): the client's own cost,
+    # kernel included, without the time it sleeps waiting for the server.
+    _table(("client CPU us/op", "django-redis / ours"), columns, names, load, "16.1f")
+
+
+def _table(
+    titles: tuple[str, str], columns: list[str], names: list[str], figures: Figures, form: str
+) -> None:
+    (title, ratio_title), (values, ratios) = titles, figures
+    print(f"  {title:18s}" + "".join(f"{column:>16s}" for column in columns))
+    for name in names:
         print(
-            f"  {'vs django-redis':18s}"
-            + "".join(f"{statistics.median(ratios[c]):15.2f}x" for c in columns)
+            f"  {name:18s}"
+            + "".join(f"{statistics.median(values[name][c]):{form}}" for c in columns)
         )
-        print(
-            f"  {'  (quartiles)':18s}" + "".join(f"{_quartiles(ratios[c]):>16s}" for c in columns)
-        )
+    print(
+        f"  {ratio_title:18s}" + "".join(f"{statistics.median(ratios[c]):15.2f}x" for c in columns)
+    )
 
 
 def _quartiles(values: list[float]) -> str:

@@ -1,7 +1,7 @@
-"""One request on a pooled sync connection: a single command, or a batch of commands sent
+"""One request on a pooled connection: a single command, or a batch of commands sent
 in one write, with the fewest steps that keep every rule of redis-py's own path.
 
-What redis-py's ``Redis.execute_command`` and ``Pipeline.execute`` do and this keeps: the
+What redis-py's ``execute_command`` and ``Pipeline.execute`` do and this keeps: the
 connection's retry policy (which asks the connection what was sent), a failed attempt's
 connection closed before the next one, ``NEVER_DECODE`` / ``EMPTY_RESPONSE`` options,
 response callbacks, a connection marked for reconnection closed before it goes back.
@@ -10,6 +10,9 @@ option copies around them, which cost more than the command on a loopback server
 
 The connection's own ``send_packed_command`` / ``read_response`` (our mixins in
 ``connection.py``) still carry the breaker, the health check and the retry bookkeeping.
+
+Generated from ``_wire_async.py`` by ``scripts/unasync.py``: edit that file, then run
+``make unasync``. A test fails when the two differ.
 """
 
 from __future__ import annotations
@@ -20,17 +23,19 @@ from typing import Any, TypeVar
 
 import redis.exceptions
 from redis.client import EMPTY_RESPONSE, NEVER_DECODE
-from redis.utils import HIREDIS_AVAILABLE
 
-if HIREDIS_AVAILABLE:
-    import hiredis
-
-from ferrite_integrations.retry import RETRYABLE_ERRORS, command_name
+from ferrite_integrations._requests import (
+    EMPTY,
+    Command,
+    packed_batch,
+    packed_command,
+    reply_value,
+)
+from ferrite_integrations.retry import RETRYABLE_ERRORS
 
 __all__ = ["run_batch", "run_command"]
 
 T = TypeVar("T")
-Command = tuple[tuple[Any, ...], Mapping[str, Any]]
 
 
 def run_command(
@@ -39,7 +44,7 @@ def run_command(
     """Send one command through ``pool`` and return what redis-py's command method would.
 
     Args:
-        pool: the sync pool to borrow a connection from.
+        pool: the pool to borrow a connection from.
         args: the command and its arguments, as ``execute_command`` takes them.
         options: ``execute_command``'s keyword options (callback options included).
         callbacks: the client's response callbacks.
@@ -52,22 +57,11 @@ def run_command(
         except RETRYABLE_ERRORS as error:
             failure = error
         if failure is not None:  # outside the except block: no "during handling" chain
-            raw = _retry(connection, failure, partial(_send_and_read, connection, args, options))
+            again = partial(_send_and_read, connection, args, options)
+            raw = _retry(connection, failure, again)
     finally:
         _give_back(pool, connection)
-    if raw is _EMPTY:  # a server error the command's options turn into a value
-        return options[EMPTY_RESPONSE]
-    name = args[0]
-    # Callback keys are stored upper-case: look up as is first (C speed), then as redis-py.
-    callback = dict.get(callbacks, name)
-    if callback is None and isinstance(name, str) and not name.isupper():
-        callback = callbacks.get(name)
-    if callback is None:
-        return raw
-    if not options:
-        return callback(raw)
-    kept = {key: value for key, value in options.items() if key not in _NOT_FOR_CALLBACKS}
-    return callback(raw, **kept)
+    return reply_value(raw, args, options, callbacks)
 
 
 def run_batch(pool: Any, commands: Sequence[Command]) -> list[Any]:
@@ -78,7 +72,7 @@ def run_batch(pool: Any, commands: Sequence[Command]) -> list[Any]:
     the batch can then be trusted, and the caller decides what each command learns.
 
     Args:
-        pool: the sync pool to borrow a connection from.
+        pool: the pool to borrow a connection from.
         commands: ``(args, options)`` pairs, as a pipeline's command stack holds them.
     """
     connection: Any = pool.get_connection()
@@ -92,59 +86,22 @@ def run_batch(pool: Any, commands: Sequence[Command]) -> list[Any]:
         _give_back(pool, connection)
 
 
-_EMPTY = object()
-_HIREDIS = HIREDIS_AVAILABLE
-_NAME_TYPES = (str, bytes)
-_NOT_FOR_CALLBACKS = frozenset({NEVER_DECODE, EMPTY_RESPONSE, "keys"})
-
-
-def _hiredis_packed(args: tuple[Any, ...]) -> bytes | None:
-    """The command's bytes as the connection would pack them, when hiredis can make them
-    alone; ``None`` otherwise. The connection packs with hiredis when it is installed, after
-    splitting a command name with spaces ("CLIENT LIST") and copying bytearrays: when
-    neither applies, hiredis packs the arguments as they are. Whatever hiredis refuses goes
-    to the connection, which raises redis-py's own ``DataError``."""
-    first = args[0]
-    if not (_HIREDIS and type(first) in _NAME_TYPES and first.isalpha()):
-        return None
-    try:
-        packed: bytes = hiredis.pack_command(args)
-    except TypeError:
-        return None
-    return packed
-
-
 def _send_and_read(connection: Any, args: tuple[Any, ...], options: Mapping[str, Any]) -> Any:
-    packed = _hiredis_packed(args)
-    connection.ferrite_commands = (command_name(args),)
-    connection.send_packed_command(connection.pack_command(*args) if packed is None else [packed])
+    connection.send_packed_command(packed_command(connection, args))
     if not options:
         return connection.read_response()
     return _read_one(connection, options)
 
 
-def _pack_all(connection: Any, commands: Sequence[Command]) -> Any:
-    """The batch's bytes, as the connection would pack them (see ``_hiredis_packed``), with
-    every command's name recorded on the connection for the retry policy."""
-    parts = []
-    for args, _ in commands:
-        packed = _hiredis_packed(args)
-        if packed is None:
-            return connection.pack_commands([args for args, _ in commands])  # records names
-        parts.append(packed)
-    connection.ferrite_commands = tuple(command_name(args) for args, _ in commands)
-    return [b"".join(parts)]
-
-
 def _send_and_read_all(connection: Any, commands: Sequence[Command]) -> list[Any]:
-    connection.send_packed_command(_pack_all(connection, commands))
+    connection.send_packed_command(packed_batch(connection, commands))
     replies: list[Any] = []
     for _, options in commands:
         try:
             reply = _read_one(connection, options)
         except redis.exceptions.ResponseError as error:
             reply = error
-        replies.append(options[EMPTY_RESPONSE] if reply is _EMPTY else reply)
+        replies.append(options[EMPTY_RESPONSE] if reply is EMPTY else reply)
     return replies
 
 
@@ -155,7 +112,7 @@ def _read_one(connection: Any, options: Mapping[str, Any]) -> Any:
         return connection.read_response(disable_decoding=NEVER_DECODE in options)
     except redis.exceptions.ResponseError:
         if EMPTY_RESPONSE in options:
-            return _EMPTY
+            return EMPTY
         raise
 
 

@@ -245,12 +245,50 @@ class _AsyncExplainingConnection(async_connection.AbstractConnection):
         self.ferrite_commands = request
         self.ferrite_sent = len(request) > 1 and not self.ferrite_connecting
         try:
-            await super().send_packed_command(command, False)
+            await self._ferrite_write(command)
         except _CONNECT_ERRORS as exc:
             if self.ferrite_breaker and not self.ferrite_connecting and _is_outage(exc):
                 self.ferrite_breaker.failed(exc)
             raise
         self.ferrite_sent = not self.ferrite_connecting  # a handshake is always safe to redo
+
+    async def _ferrite_write(self, command: Any) -> None:
+        """redis-py's write, with the same errors, minus its ``asyncio.wait_for`` (a new
+        task per command): ``drain()`` can only wait while the transport holds unsent
+        bytes, and only then is ``socket_timeout`` armed.
+
+        A write that fails, times out or is cancelled aborts the transport: closing it
+        would go on sending the buffered rest of the request, and a server that wakes up
+        would apply a command its caller was told had failed (and that a retry resends).
+        """
+        if isinstance(command, str):
+            command = command.encode()
+        if isinstance(command, bytes):
+            command = [command]
+        writer: Any = self._writer
+        try:
+            writer.writelines(command)
+            if self.socket_timeout and writer.transport.get_write_buffer_size():
+                async with asyncio.timeout(self.socket_timeout):
+                    await writer.drain()
+            else:
+                await writer.drain()
+        except TimeoutError:
+            await self._ferrite_abort(writer)
+            raise redis.exceptions.TimeoutError("Timeout writing to socket") from None
+        except OSError as error:
+            await self._ferrite_abort(writer)
+            number, text = error.args[:2] if len(error.args) > 1 else ("UNKNOWN", error)
+            raise redis.exceptions.ConnectionError(
+                f"Error {number} while writing to socket. {text}."
+            ) from error
+        except BaseException:
+            await self._ferrite_abort(writer)
+            raise
+
+    async def _ferrite_abort(self, writer: Any) -> None:
+        writer.transport.abort()  # drops what was not sent yet
+        await self.disconnect(nowait=True)
 
     async def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -262,6 +300,10 @@ class _AsyncExplainingConnection(async_connection.AbstractConnection):
         if self.ferrite_breaker is not None and not self.ferrite_connecting:
             self.ferrite_breaker.succeeded()
         return response
+
+    async def ferrite_drop(self, error: Exception) -> None:
+        """A failed attempt's connection is closed before any retry (redis-py does the same)."""
+        await self.disconnect()
 
     async def looks_clean(self) -> bool:
         """The async twin of ``_ExplainingConnection.looks_clean``."""

@@ -21,8 +21,9 @@ from typing import Any, Literal
 import redis
 import redis.client
 import redis.exceptions
-from redis.client import EMPTY_RESPONSE, NEVER_DECODE, CaseInsensitiveDict
+from redis.client import CaseInsensitiveDict
 
+from ferrite_integrations._requests import needs_redis_py, reply_value
 from ferrite_integrations._wire import run_batch, run_command
 from ferrite_integrations.errors import FerriteError
 from ferrite_integrations.pool import FerritePool
@@ -60,14 +61,6 @@ STATEFUL: frozenset[str] = frozenset(
     {"WATCH", "UNWATCH", "MULTI", "EXEC", "DISCARD", "SELECT", "AUTH", "HELLO", "RESET"}
     | {"CLIENT REPLY", "MONITOR", "QUIT"}
 )
-_NOT_FOR_CALLBACKS = frozenset({NEVER_DECODE, EMPTY_RESPONSE, "keys"})
-# HIMPORT's wire form depends on per-connection state that redis-py manages itself.
-_REDIS_PY_PATH = frozenset({"HIMPORT", b"HIMPORT"})
-
-
-def _needs_redis_py(args: tuple[Any, ...]) -> bool:
-    """Whether this command must go through redis-py's own path (see _REDIS_PY_PATH)."""
-    return args[0][:7].upper() in _REDIS_PY_PATH
 
 
 def stateful_error(name: str) -> TypeError:
@@ -84,14 +77,8 @@ def apply_callback(
     server, or from the callback) are returned, not raised: they belong to that command."""
     if isinstance(raw, BaseException):
         return raw
-    name = args[0]
-    if name not in callbacks:
-        return raw
     try:
-        if not options:
-            return callbacks[name](raw)
-        kept = {key: value for key, value in options.items() if key not in _NOT_FOR_CALLBACKS}
-        return callbacks[name](raw, **kept)
+        return reply_value(raw, args, options, callbacks)
     except Exception as error:
         return error
 
@@ -272,7 +259,7 @@ class ScopeClient(redis.Redis):
     def _direct(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
         # redis-py's own rules on a shorter path (see _wire): same connection checks, same
         # retry policy, same disconnect on failure, same callbacks.
-        if self.connection is not None or _needs_redis_py(args):
+        if self.connection is not None or needs_redis_py(args):
             return super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         return run_command(self.connection_pool, args, options, self.response_callbacks)
 
@@ -455,7 +442,7 @@ class RequestScope:
         )
 
     def _send_batch(self, stack: list[Any], scripts: set[Any]) -> list[Any]:
-        if not scripts and not any(_needs_redis_py(args) for args, _ in stack):
+        if not scripts and not any(needs_redis_py(args) for args, _ in stack):
             return run_batch(self.pool, stack)
         # Registered scripts may need loading first, and HIMPORT SET its fieldset's PREPARE
         # on this connection: redis-py's pipeline does both.

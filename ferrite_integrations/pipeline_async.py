@@ -34,6 +34,8 @@ import redis.asyncio.client
 import redis.exceptions
 from redis.client import EMPTY_RESPONSE, NEVER_DECODE, CaseInsensitiveDict
 
+from ferrite_integrations._requests import needs_redis_py
+from ferrite_integrations._wire_async import run_batch, run_command
 from ferrite_integrations.pipeline import (
     IMMEDIATE,
     STATEFUL,
@@ -129,10 +131,16 @@ class AsyncScopeClient(redis.asyncio.Redis):
     scope of its pool has queued, in the same round trip."""
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
-        scope = _scope_for(self.connection_pool)
-        if scope is None or not scope.busy:
+        scope = _scope_for(self.connection_pool) if _active.get() else None
+        if scope is not None and scope.busy:
+            return await scope._send_with(args, options)
+        return await self._direct(args, options)
+
+    async def _direct(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+        # redis-py's own rules on a shorter path (see _wire_async).
+        if self.single_connection_client or needs_redis_py(args):
             return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
-        return await scope._send_with(args, options)
+        return await run_command(self.connection_pool, args, options, self.response_callbacks)
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
         return _FlushingPipeline(
@@ -271,7 +279,7 @@ class AsyncRequestScope:
                 await self._send(handle)
             elif pipeliner is None or name in BYPASS:
                 self._count(1)
-                return await redis.asyncio.Redis.execute_command(self.client, *args, **options)  # type: ignore[no-untyped-call]
+                return await self.client._direct(args, options)
             else:
                 return await pipeliner.submit(args, options, name)
         return await handle.result()
@@ -286,12 +294,10 @@ class AsyncRequestScope:
         if pipeliner is not None:
             await self._send_grouped(pipeliner, handles, stack, own)
             return
-        batch = redis.asyncio.client.Pipeline(self.pool, CaseInsensitiveDict({}), False, None)
-        batch.command_stack = stack
-        batch.scripts, self._queue.scripts = self._queue.scripts, set()
+        scripts, self._queue.scripts = self._queue.scripts, set()
         self._sending += 1
         try:
-            raw = await batch.execute(raise_on_error=False)
+            raw = await self._send_batch(stack, scripts)
         except asyncio.CancelledError:
             unknown = redis.exceptions.ConnectionError(
                 "The request was cancelled while this command was in flight: whether the "
@@ -309,6 +315,16 @@ class AsyncRequestScope:
         settle_batch(
             handles, stack, raw, self.client.response_callbacks, own=own, failures=self._failures
         )
+
+    async def _send_batch(self, stack: list[Any], scripts: set[Any]) -> list[Any]:
+        if not scripts and not any(needs_redis_py(args) for args, _ in stack):
+            return await run_batch(self.pool, stack)
+        # Registered scripts may need loading first, and HIMPORT SET its fieldset's PREPARE
+        # on this connection: redis-py's pipeline does both.
+        batch = redis.asyncio.client.Pipeline(self.pool, CaseInsensitiveDict({}), False, None)
+        batch.command_stack, batch.scripts = stack, scripts
+        replies: list[Any] = await batch.execute(raise_on_error=False)
+        return replies
 
     async def _send_grouped(
         self,
