@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
+from inspect import isawaitable
 from typing import Any, TypeVar
 
 import redis.exceptions
@@ -61,7 +62,8 @@ async def run_command(
             raw = await _retry(connection, failure, again)
     finally:
         await _give_back(pool, connection)
-    return reply_value(raw, args, options, callbacks)
+    value = reply_value(raw, args, options, callbacks)
+    return await value if isawaitable(value) else value  # redis-py awaits async callbacks
 
 
 async def run_batch(pool: Any, commands: Sequence[Command]) -> list[Any]:

@@ -291,10 +291,21 @@ class _AsyncExplainingConnection(async_connection.AbstractConnection):
         await self.disconnect(nowait=True)
 
     async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        writer = self._writer
         try:
             response = await super().read_response(*args, **kwargs)
-        except _CONNECT_ERRORS as exc:
-            if self.ferrite_breaker and not self.ferrite_connecting and _is_outage(exc):
+        except BaseException as exc:
+            if writer is not None and self._writer is None:
+                # redis-py closed the connection, which would go on sending what the
+                # transports still buffer of the request (on TLS, or a remainder below
+                # the high-water mark, the write itself did not wait for it): drop it.
+                writer.transport.abort()
+            if (
+                isinstance(exc, _CONNECT_ERRORS)
+                and self.ferrite_breaker
+                and not self.ferrite_connecting
+                and _is_outage(exc)
+            ):
                 self.ferrite_breaker.failed(exc)
             raise
         if self.ferrite_breaker is not None and not self.ferrite_connecting:

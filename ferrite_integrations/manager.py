@@ -67,6 +67,8 @@ class _LoopEntry:
     clients: dict[PoolConfig, redis.asyncio.Redis] = field(default_factory=dict)
     batched_clients: dict[PoolConfig, redis.asyncio.Redis] = field(default_factory=dict)
     scope_clients: dict[PoolConfig, AsyncScopeClient] = field(default_factory=dict)
+    # async_client()'s answers by (alias, auto_pipeline); emptied when an alias changes
+    by_alias: dict[tuple[str, bool | None], redis.asyncio.Redis] = field(default_factory=dict)
     guard: AsyncGenerator[None, None] | None = None
     monitor: asyncio.Task[None] | None = None
 
@@ -218,6 +220,8 @@ class PoolManager:
         """Caller holds ``_lock`` and has just changed ``_configs``."""
         self._scope_kits.clear()
         self._alias_groups.clear()
+        for entry in self._loops.values():
+            entry.by_alias.clear()
 
     # -- sync -----------------------------------------------------------------------------
 
@@ -325,16 +329,21 @@ class PoolManager:
                 is in flight) into one pipeline on one connection; default: the
                 configuration's ``auto_pipeline`` option.
         """
-        pool = self.async_pool(alias)
-        batched = pool.config.auto_pipeline if auto_pipeline is None else auto_pipeline
-        loop = asyncio.get_running_loop()
-        with self._lock:
+        loop = _running_loop("async_client")
+        known = self._loops.get(loop)
+        client = known.by_alias.get((alias, auto_pipeline)) if known is not None else None
+        if client is not None:
+            return client
+        with self._lock:  # re-entrant: async_pool() takes it too
+            pool = self.async_pool(alias)
+            batched = pool.config.auto_pipeline if auto_pipeline is None else auto_pipeline
             entry = self._loop_entry(loop)
             clients = entry.batched_clients if batched else entry.clients
             client = clients.get(pool.config)
             if client is None:
                 client = _async_client(pool, batched=batched)
                 clients[pool.config] = client
+            entry.by_alias[(alias, auto_pipeline)] = client
             return client
 
     def arequest_scope(

@@ -36,6 +36,13 @@ TWINS: list[tuple[str, str, list[tuple[str, str]]]] = [
                 "from collections.abc import Callable,",
             ),
             ("Callable[[], Awaitable[T]]", "Callable[[], T]"),
+            ("from inspect import isawaitable\n", ""),
+            (
+                "    value = reply_value(raw, args, options, callbacks)\n"
+                "    return await value if isawaitable(value) else value"
+                "  # redis-py awaits async callbacks\n",
+                "    return reply_value(raw, args, options, callbacks)\n",
+            ),
         ],
     ),
 ]
@@ -46,7 +53,7 @@ _KEYWORDS = [
     (re.compile(r"\basync for "), "for "),
     (re.compile(r"\bawait "), ""),
 ]
-_LEFT_OVER = re.compile(r"\b(async|await|asyncio|Awaitable)\b")
+_LEFT_OVER = re.compile(r"\b(async|await|asyncio|Awaitable|isawaitable)\b")
 
 
 def unasync(source: str, swaps: list[tuple[str, str]]) -> str:

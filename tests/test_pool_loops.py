@@ -11,8 +11,10 @@ from collections.abc import Iterator
 import pytest
 from asgiref.sync import async_to_sync
 
-from ferrite_integrations import PoolManager
+from ferrite_integrations import ConfigError, PoolManager
 from ferrite_integrations.testing import EmbeddedServer
+from ferrite_integrations.testing.plugin import ServerFactory
+from tests.conftest import run_then_close
 
 NAME = "loops-test"
 
@@ -68,3 +70,27 @@ def test_close_from_another_thread_closes_a_running_loops_pools(
         thread.join(timeout=5)
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+
+
+def test_an_alias_bound_again_on_a_running_loop_gives_the_new_servers_client(
+    ferrite_server_factory: ServerFactory,
+) -> None:
+    first, second = ferrite_server_factory(), ferrite_server_factory()
+    manager = PoolManager(client_name=NAME)
+    manager.configure("default", first.url)
+
+    async def body() -> list[bytes | None]:
+        await manager.async_client().set("where", "first")
+        manager.configure("default", second.url, replace=True)
+        seen = [await manager.async_client().get("where")]
+        manager.forget("default")
+        with pytest.raises(ConfigError, match="default"):
+            manager.async_client()
+        manager.configure("default", first.url)
+        seen.append(await manager.async_client().get("where"))
+        return seen
+
+    try:
+        assert run_then_close(manager, body) == [None, b"first"]
+    finally:
+        manager.close()

@@ -350,7 +350,7 @@ def test_health_view_is_200_when_up_and_503_when_down(ferrite_server_factory: An
     assert any(f":{server.port}/" in alias for alias in down)
     for alias in list(manager.aliases()):
         if f":{server.port}/" in alias:
-            manager._configs.pop(alias)  # leave the process-wide manager as we found it
+            manager.forget(alias)  # leave the process-wide manager as we found it
     # A 503 needs every pool down: test_example_site.py sees it in a process of its own.
 
 
