@@ -117,3 +117,12 @@ def run_then_close(manager: PoolManager, body: Callable[[], Awaitable[T]]) -> T:
             await manager.aclose()
 
     return asyncio.run(main())
+
+
+def proxied_manager(proxy: FaultProxy, client_name: str) -> Iterator[PoolManager]:
+    """A manager whose ``default`` alias goes through ``proxy``, with a breaker that stays
+    closed through the faults a test injects; closed when the test ends."""
+    manager = PoolManager(client_name=client_name)
+    manager.configure("default", proxy.url, breaker_threshold=1000, socket_timeout=5.0)
+    yield manager
+    manager.close()

@@ -14,6 +14,7 @@ import redis
 
 from ferrite_integrations import PipelineError, PoolManager
 from ferrite_integrations.testing import EmbeddedServer, FaultProxy
+from tests.conftest import proxied_manager
 from tests.conftest import run_then_close as run
 
 NAME = "auto-pipeline-test"
@@ -21,10 +22,7 @@ NAME = "auto-pipeline-test"
 
 @pytest.fixture
 def manager(proxy: FaultProxy) -> Iterator[PoolManager]:
-    manager = PoolManager(client_name=NAME)
-    manager.configure("default", proxy.url, breaker_threshold=1000, socket_timeout=5.0)
-    yield manager
-    manager.close()
+    yield from proxied_manager(proxy, NAME)
 
 
 def test_commands_under_gather_go_out_as_one_pipeline_on_one_connection(

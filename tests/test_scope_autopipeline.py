@@ -18,6 +18,7 @@ import redis
 
 from ferrite_integrations import AsyncRequestScope, PipelineError, PoolManager
 from ferrite_integrations.testing import EmbeddedServer, FaultProxy
+from tests.conftest import proxied_manager
 from tests.conftest import run_then_close as run
 
 NAME = "scope-auto-pipeline"
@@ -26,10 +27,7 @@ TASKS = 50
 
 @pytest.fixture
 def manager(proxy: FaultProxy) -> Iterator[PoolManager]:
-    manager = PoolManager(client_name=NAME)
-    manager.configure("default", proxy.url, breaker_threshold=1000, socket_timeout=5.0)
-    yield manager
-    manager.close()
+    yield from proxied_manager(proxy, NAME)
 
 
 def pipelining(manager: PoolManager) -> dict[str, Any]:
@@ -182,19 +180,7 @@ def test_a_read_cancelled_mid_flight_still_settles_the_writes_it_carried(
     manager: PoolManager, proxy: FaultProxy, direct: redis.Redis
 ) -> None:
     async def body() -> tuple[Any, Any, AsyncRequestScope]:
-        client = manager.async_client(auto_pipeline=True)
-        await client.ping()
-        proxy.delay(0.05)
-        holder: dict[str, Any] = {}
-
-        async def request() -> None:
-            async with manager.arequest_scope() as scope:
-                holder["scope"] = scope
-                holder["incr"] = scope.deferred.incr("n")
-                await client.get("n")
-
-        task = asyncio.create_task(request())
-        await asyncio.sleep(0.02)  # the group is on the wire now
+        task, holder, client = await _scope_in_flight(manager, proxy, "n")
         assert holder["scope"].busy
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -223,29 +209,18 @@ def test_a_failure_settled_after_a_twice_cancelled_scope_ended_is_still_reported
     direct.set("text", "not a number")
 
     async def body() -> tuple[Any, dict[str, Any]]:
-        client = manager.async_client(auto_pipeline=True)
-        await client.ping()
-        proxy.delay(0.05)
-        holder: dict[str, Any] = {}
-
-        async def request() -> None:
-            async with manager.arequest_scope() as scope:
-                holder["bad"] = scope.deferred.incr("text")
-                await client.get("text")
-
-        task = asyncio.create_task(request())
-        await asyncio.sleep(0.02)
+        task, holder, _ = await _scope_in_flight(manager, proxy, "text")
         task.cancel()  # the read stops waiting; the scope's exit waits for the group
         await asyncio.sleep(0.01)
         task.cancel()  # and now the exit stops waiting too
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert not holder["bad"].done
+        assert not holder["incr"].done
         for _ in range(100):  # the group's replies still arrive, and settle it
-            if holder["bad"].done:
+            if holder["incr"].done:
                 break
             await asyncio.sleep(0.01)
-        return holder["bad"], pipelining(manager)
+        return holder["incr"], pipelining(manager)
 
     with caplog.at_level(logging.WARNING, logger="ferrite_integrations.pipeline"):
         bad, stats = run(manager, body)
@@ -390,3 +365,26 @@ async def test_fastapi_requests_using_the_client_and_the_scope_share_round_trips
     assert [(result.status, result.body) for result in results] == [(200, b"10")] * 40
     assert round_trips <= 12, round_trips  # 40 requests x 5 reads, merged across requests
     assert direct.mget([f"w:39:{i}" for i in range(5)]) == [str(i).encode() for i in range(5)]
+
+
+async def _scope_in_flight(
+    manager: PoolManager, proxy: FaultProxy, key: str
+) -> tuple[asyncio.Task[None], dict[str, Any], Any]:
+    """Start a request whose scope defers ``INCR key`` and reads ``key`` on an
+    auto-pipelining client; when this returns, that group is on the wire (the proxy holds
+    replies for 50 ms). Returns the request's task, its ``scope`` and ``incr`` handle, and
+    the client."""
+    client = manager.async_client(auto_pipeline=True)
+    await client.ping()
+    proxy.delay(0.05)
+    holder: dict[str, Any] = {}
+
+    async def request() -> None:
+        async with manager.arequest_scope() as scope:
+            holder["scope"] = scope
+            holder["incr"] = scope.deferred.incr(key)
+            await client.get(key)
+
+    task = asyncio.create_task(request())
+    await asyncio.sleep(0.02)
+    return task, holder, client

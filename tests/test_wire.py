@@ -353,3 +353,37 @@ def test_an_async_response_callback_is_awaited_as_redis_py_does(
         return await client.get("k")
 
     assert run_then_close(manager, body) == b"V"
+
+
+@pytest.mark.parametrize("lost_by", ["abort", "close"])
+def test_an_async_write_on_a_lost_connection_fails_as_redis_pys_does(
+    server: EmbeddedServer, lost_by: str
+) -> None:
+    from redis.asyncio.connection import AbstractConnection
+
+    from ferrite_integrations.connection import AsyncConnection
+
+    async def write(ours: bool) -> str:
+        connection = AsyncConnection(host=server.host, port=server.port, socket_timeout=0.5)
+        await connection.connect()
+        getattr(connection._writer.transport, lost_by)()
+        await asyncio.sleep(0.02)
+        packed = connection.pack_command("PING")
+        send = (
+            partial(connection.send_packed_command, packed, check_health=False)
+            if ours
+            else partial(AbstractConnection.send_packed_command, connection, packed, False)
+        )
+        try:
+            with pytest.raises(redis.ConnectionError) as raised:
+                await send()
+        finally:
+            await connection.disconnect()
+        return str(raised.value)
+
+    async def both() -> tuple[str, str]:
+        return await write(ours=True), await write(ours=False)
+
+    ours, theirs = asyncio.run(both())
+    assert ours == theirs
+    assert "while writing to socket" in ours
