@@ -4,7 +4,9 @@ on the server with CLIENT LIST (by client name, never counting the harness's own
 from __future__ import annotations
 
 import logging
+import os
 import re
+import select
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ import redis
 from ferrite_integrations import ConfigError, PoolManager, PoolTimeoutError
 from ferrite_integrations.testing import EmbeddedServer
 from ferrite_integrations.testing.plugin import ServerFactory
-from tests.conftest import wait_until
+from tests.conftest import run_then_close, wait_until
 from tests.drivers import DRIVERS, Driver
 
 NAME = "pool-test"
@@ -166,6 +168,82 @@ def test_a_connection_killed_on_the_server_is_replaced_on_borrow(
     assert server.kill_clients() == 2
     assert driver.command("default", "GET", "k") == b"before"
     assert driver.stats()["closed"]["broken"] == 1
+
+
+def test_the_borrow_check_watches_the_socket_of_the_latest_connect(
+    server: EmbeddedServer, manager: PoolManager
+) -> None:
+    manager.configure("default", server.url, max_connections=1)
+    pool = manager.pool("default")
+    connection = pool.get_connection()
+    try:
+        assert connection.looks_clean()
+        connection.disconnect()
+        # A pipe takes the closed socket's descriptor number, so a check still polling
+        # that number would watch the pipe (never readable) instead of the new socket.
+        read_end, write_end = os.pipe()
+        try:
+            connection.connect()
+            assert connection.looks_clean()
+            assert server.kill_clients() == 1
+            wait_until(lambda: not connection.looks_clean())
+        finally:
+            os.close(read_end)
+            os.close(write_end)
+    finally:
+        pool.release(connection)
+
+
+def test_the_async_borrow_check_watches_the_socket_of_the_latest_connect(
+    server: EmbeddedServer, manager: PoolManager
+) -> None:
+    manager.configure("default", server.url, max_connections=1)
+
+    async def body() -> None:
+        pool = manager.async_pool("default")
+        connection = await pool.get_connection()
+        try:
+            assert await connection.looks_clean()
+            await connection.disconnect()
+            read_end, write_end = os.pipe()  # see the sync test above
+            try:
+                await connection.connect()
+                assert await connection.looks_clean()
+                assert server.kill_clients() == 1
+                # Wait, without letting the loop run, until the kernel holds the EOF: the
+                # check must see it there on its own, as on a borrow.
+                sock = connection._writer.transport.get_extra_info("socket")
+                wait_until(lambda: select.select([sock], [], [], 0)[0])
+                assert not await connection.looks_clean()
+            finally:
+                os.close(read_end)
+                os.close(write_end)
+        finally:
+            await pool.release(connection)
+
+    run_then_close(manager, body)
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_an_async_write_after_the_server_closed_the_idle_connection_is_not_lost(
+    ferrite_server_factory: ServerFactory, manager: PoolManager, tls: bool
+) -> None:
+    # A busy loop has not read the EOF yet when the next command borrows the connection:
+    # the borrow check must still see it, or the SET fails after it was sent.
+    server = ferrite_server_factory(tls=tls)
+    manager.configure("default", server.url, max_connections=1)
+
+    async def body() -> None:
+        client = manager.async_client("default")
+        await client.set("k", "start")
+        for round_number in range(10):
+            assert server.kill_clients() == 1
+            wait_until(lambda: on_server(server) == 0)  # blocks the loop, as busy work does
+            await client.set("k", round_number)
+            assert await client.get("k") == str(round_number).encode()
+        assert manager.stats("default")["async"][0]["closed"]["broken"] == 10
+
+    run_then_close(manager, body)
 
 
 def test_idle_connection_is_validated_after_health_check_interval(
