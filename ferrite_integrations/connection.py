@@ -342,12 +342,13 @@ class _AsyncExplainingConnection(async_connection.AbstractConnection):
         sock = writer.transport.get_extra_info("socket")
         try:
             if sock is not None and _readable_now(self, sock):
-                # The kernel holds bytes or an EOF that the loop has not moved into the
-                # reader. The transport's read callback can be queued behind this task on
-                # the loop's next turn, so it gets a few turns to deliver them.
+                # The kernel holds bytes, an EOF or a reset that the loop has not handed to
+                # the reader. The transport's read callback can be queued behind this task
+                # on the loop's next turn, so it gets a few turns. A reset closes the
+                # transport without leaving anything for can_read to see.
                 for _ in range(_READER_TURNS):
                     await asyncio.sleep(0)
-                    if await self.can_read():
+                    if writer.transport.is_closing() or await self.can_read():
                         return False
             return not await self.can_read()
         except (*_CONNECT_ERRORS, OSError):

@@ -37,23 +37,6 @@ logger = logging.getLogger("ferrite_integrations.pool")
 _CHECK_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
-class _Process:
-    """This process's id, kept current by a fork hook: a pool checks it on every borrow and
-    return, and ``os.getpid()`` is a system call each time."""
-
-    pid = os.getpid()
-
-
-def _refresh_pid() -> None:
-    _Process.pid = os.getpid()
-
-
-if hasattr(os, "register_at_fork"):
-    # Registered at import, before any pool exists: in a child it runs before any hook
-    # that could use a pool.
-    os.register_at_fork(after_in_child=_refresh_pid)
-
-
 class _ThreadWaiter(Waiter):
     __slots__ = ("gate",)
 
@@ -109,10 +92,6 @@ class FerritePool(PoolCommon, redis.ConnectionPool):
             state.closed["fork"] += previous.total
         self._state = state
         self.pid = os.getpid()  # last: other threads watch pid to notice the reset
-
-    def _checkpid(self) -> None:
-        if self.pid != _Process.pid:
-            super()._checkpid()
 
     def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
         """A connected, checked connection; waits up to ``acquire_timeout`` when all

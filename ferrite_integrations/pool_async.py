@@ -162,12 +162,21 @@ class AsyncFerritePool(PoolCommon, redis.asyncio.ConnectionPool):
         self._state.sweep(now, retired)
         self._report_leaks(self._state.overdue(now), now)
         checking = [self._state.take_idle(now) for _ in range(len(self._available_connections))]
-        await self._close(retired)
-        for connection in checking:  # lent to us while checked: nobody else reads them
-            if await connection.looks_clean():
-                await self.release(connection)
-            else:
-                self._forget(connection)  # counted as closed, broken
+        try:
+            await self._close(retired)
+            while checking:  # lent to us while checked: nobody else reads them
+                connection = checking[0]
+                clean = await self._checked(connection)
+                checking.pop(0)
+                if clean:
+                    await self.release(connection)
+                else:
+                    self._forget(connection)  # counted as closed, broken
+        finally:  # cancelled: the unchecked rest goes back as it was
+            expired: list[Any] = []
+            for connection in checking:
+                self._give_back(connection, expired)
+            self._discard(expired)
         try:
             await self.warm()
         except ServerUnavailableError:
@@ -179,7 +188,7 @@ class AsyncFerritePool(PoolCommon, redis.asyncio.ConnectionPool):
         """The async twin of ``FerritePool.ping``."""
         self.breaker.admit()
         connection = self._state.take_idle(monotonic())
-        if connection is not None and not await connection.looks_clean():
+        if connection is not None and not await self._checked(connection):
             await self.release(connection)
             connection = None
         temporary = connection is None
@@ -216,6 +225,17 @@ class AsyncFerritePool(PoolCommon, redis.asyncio.ConnectionPool):
         return {"name": self.name, "address": self.config.address, **self._state.stats()}
 
     # -- internals ------------------------------------------------------------------------
+
+    async def _checked(self, connection: Any) -> bool:
+        """``looks_clean`` for an idle connection lent to the pool itself (maintenance, a
+        ping). A check cut short by cancellation closes it and frees its slot: nobody
+        else would ever give it back."""
+        try:
+            clean: bool = await connection.looks_clean()
+        except BaseException:
+            self._forget(connection)
+            raise
+        return clean
 
     def _give_back(self, connection: Any, retired: list[Any]) -> None:
         waiter = self._state.give_back(connection, monotonic(), broken=False, retired=retired)

@@ -3,6 +3,7 @@ on the server with CLIENT LIST (by client name, never counting the harness's own
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -16,7 +17,7 @@ import pytest
 import redis
 
 from ferrite_integrations import ConfigError, PoolManager, PoolTimeoutError
-from ferrite_integrations.testing import EmbeddedServer
+from ferrite_integrations.testing import EmbeddedServer, FaultProxy
 from ferrite_integrations.testing.plugin import ServerFactory
 from tests.conftest import run_then_close, wait_until
 from tests.drivers import DRIVERS, Driver
@@ -244,6 +245,56 @@ def test_an_async_write_after_the_server_closed_the_idle_connection_is_not_lost(
         assert manager.stats("default")["async"][0]["closed"]["broken"] == 10
 
     run_then_close(manager, body)
+
+
+def test_an_async_write_after_a_reset_of_the_idle_connection_is_not_lost(
+    proxy: FaultProxy, manager: PoolManager
+) -> None:
+    # A load balancer or NAT that forgot the connection answers with RST: the loop closes
+    # the transport, and nothing is left for the reader's own check to see.
+    manager.configure("default", proxy.url, max_connections=4)
+
+    async def body() -> None:
+        client = manager.async_client("default")
+        for round_number in range(10):
+            await asyncio.gather(*(client.set(f"k{n}", "start") for n in range(4)))
+            proxy.cut_all(reset=True)  # returns once the resets were sent
+            writes = (client.set(f"k{n}", round_number) for n in range(4))
+            await asyncio.gather(*writes)
+            assert await client.get("k3") == str(round_number).encode()
+        stats = manager.stats("default")["async"][0]
+        assert stats["closed"]["broken"] >= 10
+        assert manager.health("default")["status"] == "up"
+
+    run_then_close(manager, body)
+
+
+@pytest.mark.parametrize("checker", ["ping", "maintain"])
+def test_a_pool_check_cancelled_while_it_checks_an_idle_connection_frees_its_slot(
+    server: EmbeddedServer, manager: PoolManager, checker: str
+) -> None:
+    manager.configure("default", server.url, max_connections=1, acquire_timeout=0.5)
+
+    async def body() -> dict[str, Any]:
+        pool = manager.async_pool("default")
+        connection = await pool.get_connection()
+        await pool.release(connection)
+        assert server.kill_clients() == 1
+        sock = connection._writer.transport.get_extra_info("socket")
+        wait_until(lambda: select.select([sock], [], [], 0)[0])  # the check has turns to wait
+        check = pool.ping(1.0) if checker == "ping" else pool.maintain()
+        task = asyncio.ensure_future(check)
+        await asyncio.sleep(0)  # the check took the idle connection and waits a loop turn
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        borrowed = await pool.get_connection()  # the slot is free again
+        await pool.release(borrowed)
+        stats: dict[str, Any] = pool.stats()
+        return stats
+
+    stats = run_then_close(manager, body)
+    assert (stats["in_use"], stats["waiting"], stats["timeouts"]) == (0, 0, 0)
 
 
 def test_idle_connection_is_validated_after_health_check_interval(

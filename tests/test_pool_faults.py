@@ -4,6 +4,7 @@ a close while clients still hold the pool, or concurrent warm-ups."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import signal
 import threading
@@ -152,6 +153,37 @@ def test_concurrent_warm_ups_open_min_idle_once(
         thread.join()
     assert manager.pool().stats()["idle"] == 3
     assert ferrite_server.connected_clients(NAME) == 3
+
+
+def test_a_child_forked_without_pythons_fork_hooks_still_gets_its_own_connections(
+    ferrite_server: EmbeddedServer, manager: PoolManager
+) -> None:
+    # uWSGI's prefork calls fork() without running Python's after-fork hooks unless told to
+    # (--py-call-osafterfork): the pool must notice the new process by itself.
+    libc = ctypes.CDLL(None, use_errno=True)
+    manager.configure("default", ferrite_server.url, min_idle=1)
+    manager.warm()
+    pool = manager.pool("default")
+    inherited = pool._available_connections[0]
+    read, write = os.pipe()
+    child = libc.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        status = 1
+        try:
+            connection = pool.get_connection()
+            fresh = connection is not inherited and pool.stats()["closed"]["fork"] == 1
+            pool.release(connection)
+            os.write(write, b"fresh" if fresh else b"inherited")
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write)
+    _, status = os.waitpid(child, 0)
+    reply = os.read(read, 100)
+    os.close(read)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert reply == b"fresh"
+    assert manager.client().ping()  # the parent's connection was never touched
 
 
 @pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")

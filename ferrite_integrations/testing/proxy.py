@@ -15,6 +15,7 @@ import contextlib
 import enum
 import selectors
 import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -189,11 +190,16 @@ class FaultProxy:
             raise ValueError(f"count must be >= 1, got {count!r}")
         self._switch(_Mode.DROP_REPLY, drops=count, match=match)
 
-    def cut_all(self) -> None:
-        """Close every open client connection now, like a network reset; keep listening."""
+    def cut_all(self, *, reset: bool = False) -> None:
+        """Close every open client connection now; keep listening.
+
+        Args:
+            reset: close with a TCP reset (RST), as a load balancer or a NAT that dropped
+                the connection does, instead of an orderly close (FIN).
+        """
         with self._control:
             self._check_open()
-            self._cut_links()
+            self._cut_links(reset=reset)
 
     # -- observation -------------------------------------------------------------------
 
@@ -348,11 +354,11 @@ class FaultProxy:
         if listener is not None:
             listener.close()
 
-    def _cut_links(self) -> None:
+    def _cut_links(self, *, reset: bool = False) -> None:
         with self._state:
             links = list(self._links)
         for link in links:
-            link.stop()
+            link.stop(reset=reset)
         for link in links:
             link.join()
 
@@ -451,12 +457,14 @@ class _Link:
         self._to_client = _Queue()
         self._awaiting_reply = False
         self._stopping = threading.Event()
+        self._reset = False
         self._thread = threading.Thread(target=self._run, name="fault-proxy-link", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, *, reset: bool = False) -> None:
+        self._reset = reset
         self._stopping.set()
 
     def join(self) -> None:
@@ -571,8 +579,11 @@ class _Link:
         return True
 
     def _close(self) -> None:
+        if self._reset:  # a zero linger time makes close() send RST instead of FIN
+            self._client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self._client.close()
         for sock in (self._client, self._server):
-            if sock is not None:
+            if sock is not None and sock.fileno() != -1:
                 _shutdown_and_close(sock)
 
 
