@@ -57,6 +57,34 @@ def pin(server_pid: int | None, how: str) -> None:
     print(f"pinned: this process on CPU {cpus[0]}, the server on CPU {server_cpu}")
 
 
+def describe_machine(server_version: str) -> None:
+    print(
+        f"{platform.machine()}, Python {platform.python_version()}, Django "
+        f"{django.get_version()}, redis-py {redis.__version__}, server {server_version}"
+    )
+    idle = idle_setting()
+    if idle:
+        print(idle)
+
+
+def idle_setting() -> str:
+    """How this machine's idle CPUs wait, when it says: on a VM whose idle vCPUs halt at
+    once (haltpoll with guest_halt_poll_ns=0), every wake-up between CPUs costs tens of us
+    and both backends pay it on every round trip."""
+    files = {
+        "cpuidle": "/sys/devices/system/cpu/cpuidle/current_governor_ro",
+        "guest_halt_poll_ns": "/sys/module/haltpoll/parameters/guest_halt_poll_ns",
+    }
+    found = []
+    for name, path in files.items():
+        try:
+            with open(path) as setting:
+                found.append(f"{name}={setting.read().strip()}")
+        except OSError:
+            continue
+    return ", ".join(found)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=500, help="operations per round")
@@ -85,10 +113,7 @@ def main() -> None:
         from ferrite_integrations.django import PipelineMiddleware
 
         request = RequestFactory().get("/")
-        print(
-            f"{platform.machine()}, Python {platform.python_version()}, Django "
-            f"{django.get_version()}, redis-py {redis.__version__}, server {server.version}"
-        )
+        describe_machine(server.version)
 
         def workloads(name: str) -> dict[str, Callable[[int], tuple[float, float]]]:
             """Column -> run ``count`` operations, return (operations per second, CPU us
