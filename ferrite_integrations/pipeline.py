@@ -179,25 +179,8 @@ def settle_batch(
 ) -> None:
     """Give each handle of a sent batch its own outcome; failures of deferred commands (not
     of the command a caller awaits itself) are kept for the scope's report."""
-    settle_outcomes(handles, applied_callbacks(callbacks, stack, raw), own=own, failures=failures)
-
-
-def applied_callbacks(
-    callbacks: Any, stack: Sequence[tuple[tuple[Any, ...], Mapping[str, Any]]], raw: list[Any]
-) -> list[Any]:
-    """``apply_callback`` for each command of a batch and its raw reply, in order."""
-    return [
-        apply_callback(callbacks, args, options, reply)
-        for (args, options), reply in zip(stack, raw, strict=True)
-    ]
-
-
-def settle_outcomes(
-    handles: list[Any], outcomes: list[Any], *, own: HandleBase | None, failures: Failures
-) -> None:
-    """``settle_batch`` once the response callbacks ran: ``outcomes`` are final values, or
-    the errors that belong to their commands."""
-    for handle, outcome in zip(handles, outcomes, strict=True):
+    for handle, (args, options), reply in zip(handles, stack, raw, strict=True):
+        outcome = apply_callback(callbacks, args, options, reply)
         handle._settle(outcome)
         if isinstance(outcome, BaseException) and handle is not own:
             failures.append((handle.name, outcome))

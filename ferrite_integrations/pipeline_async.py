@@ -27,7 +27,6 @@ import weakref
 from collections import deque
 from collections.abc import Mapping, Sequence
 from functools import partial
-from inspect import isawaitable, iscoroutine
 from typing import Any
 
 import redis.asyncio
@@ -37,18 +36,16 @@ from redis.client import EMPTY_RESPONSE, NEVER_DECODE, CaseInsensitiveDict
 
 from ferrite_integrations._requests import needs_redis_py
 from ferrite_integrations._wire_async import run_batch, run_command
-from ferrite_integrations.errors import FerriteError
 from ferrite_integrations.pipeline import (
     IMMEDIATE,
     STATEFUL,
     Failures,
     HandleBase,
     OnError,
-    applied_callbacks,
     apply_callback,
     discard_handles,
     report_failures,
-    settle_outcomes,
+    settle_batch,
     stateful_error,
 )
 from ferrite_integrations.pool_async import AsyncFerritePool
@@ -195,8 +192,7 @@ class AsyncRequestScope:
         self._depth = 0
         self._send_lock = asyncio.Lock()  # orders sends: a read waits for a batch in flight
         self._sending = 0
-        # Groups whose replies are awaited, and tasks settling a cancelled sender's group.
-        self._in_flight: set[asyncio.Future[Any]] = set()
+        self._in_flight: set[asyncio.Future[list[Any]]] = set()
         self._pipeliner: AutoPipeliner | None = None
         self.round_trips = 0
         self.commands_sent = 0
@@ -316,11 +312,9 @@ class AsyncRequestScope:
         finally:
             self._sending -= 1
         self._count(len(handles))
-        outcomes = applied_callbacks(self.client.response_callbacks, stack, raw)
-        try:
-            await _resolve(outcomes)
-        finally:  # cancelled or not, every handle learns its outcome
-            settle_outcomes(handles, outcomes, own=own, failures=self._failures)
+        settle_batch(
+            handles, stack, raw, self.client.response_callbacks, own=own, failures=self._failures
+        )
 
     async def _send_batch(self, stack: list[Any], scripts: set[Any]) -> list[Any]:
         if not scripts and not any(needs_redis_py(args) for args, _ in stack):
@@ -349,63 +343,30 @@ class AsyncRequestScope:
             await asyncio.shield(group)
         except asyncio.CancelledError:
             if not group.done():
-                group.add_done_callback(partial(self._settle_group_soon, handles, stack, own))
+                group.add_done_callback(partial(self._settle_group, handles, stack, own))
                 raise
-            self._settle_group_soon(handles, stack, own, group)
+            self._settle_group(handles, stack, own, group)
             raise
         except Exception:  # the group's own failure: settled below, per handle
             pass
-        outcomes = self._group_outcomes(handles, stack, group)
-        await self._settle_group(handles, outcomes, own, group)
+        self._settle_group(handles, stack, own, group)
 
-    def _group_outcomes(
-        self, handles: list[AsyncHandle], stack: list[Any], group: asyncio.Future[list[Any]]
-    ) -> list[Any]:
-        # Runs once per group; the pipeliner already counted the pool's batch.
-        raw = _group_replies(group, len(handles))
-        self.round_trips += 1
-        self.commands_sent += len(handles)
-        return applied_callbacks(self.client.response_callbacks, stack, raw)
-
-    def _settle_group_soon(
+    def _settle_group(
         self,
         handles: list[AsyncHandle],
         stack: list[Any],
         own: AsyncHandle | None,
         group: asyncio.Future[list[Any]],
     ) -> None:
-        """Settle the group of a cancelled sender: at once, or in a task that ``_drain``
-        waits for when async response callbacks must be awaited first."""
-        outcomes = self._group_outcomes(handles, stack, group)
-        if not any(isawaitable(outcome) for outcome in outcomes):
-            self._finish_group(handles, outcomes, own, group)
-            return
-        settling = asyncio.ensure_future(self._settle_group(handles, outcomes, own, group))
-        self._in_flight.add(settling)
-        settling.add_done_callback(self._in_flight.discard)
-
-    async def _settle_group(
-        self,
-        handles: list[AsyncHandle],
-        outcomes: list[Any],
-        own: AsyncHandle | None,
-        group: asyncio.Future[list[Any]],
-    ) -> None:
-        try:
-            await _resolve(outcomes)
-        finally:
-            self._finish_group(handles, outcomes, own, group)
-
-    def _finish_group(
-        self,
-        handles: list[AsyncHandle],
-        outcomes: list[Any],
-        own: AsyncHandle | None,
-        group: asyncio.Future[list[Any]],
-    ) -> None:
+        # Runs once per group, on the loop; the pipeliner already counted the pool's batch.
         self._sending -= 1
         self._in_flight.discard(group)
-        settle_outcomes(handles, outcomes, own=own, failures=self._failures)
+        raw = _group_replies(group, len(handles))
+        self.round_trips += 1
+        self.commands_sent += len(handles)
+        settle_batch(
+            handles, stack, raw, self.client.response_callbacks, own=own, failures=self._failures
+        )
         # The scope ended before this group settled (its exit was cancelled while draining):
         # report now, or these failures would never be logged and counted.
         if self._token is None and self._failures:
@@ -437,31 +398,6 @@ class AsyncRequestScope:
         handles, self._handles = self._handles, []
         self._queue.command_stack = []
         discard_handles(handles)
-
-
-async def _resolve(outcomes: list[Any]) -> None:
-    """Replace, in place, what async response callbacks returned with its result (redis-py
-    awaits them too); a callback's error becomes its command's outcome. If this is
-    cancelled, the callbacks not yet awaited are closed and their commands say why."""
-    for index, outcome in enumerate(outcomes):
-        if not isawaitable(outcome):
-            continue
-        try:
-            outcomes[index] = await outcome
-        except Exception as error:
-            outcomes[index] = error
-        except BaseException:
-            for rest in range(index, len(outcomes)):
-                pending = outcomes[rest]
-                if not isawaitable(pending):
-                    continue
-                if rest > index and iscoroutine(pending):
-                    pending.close()
-                outcomes[rest] = FerriteError(
-                    "The command was applied, but the request was cancelled while its async "
-                    "response callback ran: the callback's result is lost"
-                )
-            raise
 
 
 def _group_replies(group: asyncio.Future[list[Any]], size: int) -> list[Any]:
@@ -620,15 +556,6 @@ async def _read_replies(connection: Any, batch: list[_Call | _Group], callbacks:
             _fail(batch[index:], _stopped(failure))
             raise
         outcome = apply_callback(callbacks, entry.args, entry.options, raw)
-        if isawaitable(outcome):
-            resolved: list[Any] = [outcome]
-            try:
-                await _resolve(resolved)
-            except BaseException as failure:
-                _fail([entry], resolved[0])
-                _fail(batch[index + 1 :], _stopped(failure))
-                raise
-            outcome = resolved[0]
         if not entry.future.done():  # a cancelled caller's reply is read and dropped
             if isinstance(outcome, BaseException):
                 entry.future.set_exception(outcome)

@@ -273,23 +273,27 @@ def test_an_async_write_after_a_reset_of_the_idle_connection_is_not_lost(
 def test_a_pool_check_cancelled_while_it_checks_an_idle_connection_frees_its_slot(
     server: EmbeddedServer, manager: PoolManager, checker: str
 ) -> None:
-    manager.configure("default", server.url, max_connections=1, acquire_timeout=0.5)
+    manager.configure("default", server.url, max_connections=3, acquire_timeout=0.5)
 
     async def body() -> dict[str, Any]:
         pool = manager.async_pool("default")
-        connection = await pool.get_connection()
-        await pool.release(connection)
-        assert server.kill_clients() == 1
-        sock = connection._writer.transport.get_extra_info("socket")
-        wait_until(lambda: select.select([sock], [], [], 0)[0])  # the check has turns to wait
+        connections = [await pool.get_connection() for _ in range(3)]
+        for connection in connections:
+            await pool.release(connection)
+        assert server.kill_clients() == 3
+        for connection in connections:  # the check has loop turns to wait
+            sock = connection._writer.transport.get_extra_info("socket")
+            wait_until(lambda sock=sock: select.select([sock], [], [], 0)[0])
         check = pool.ping(1.0) if checker == "ping" else pool.maintain()
         task = asyncio.ensure_future(check)
-        await asyncio.sleep(0)  # the check took the idle connection and waits a loop turn
+        await asyncio.sleep(0)  # the check took an idle connection and waits a loop turn
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        borrowed = await pool.get_connection()  # the slot is free again
-        await pool.release(borrowed)
+        # every slot is free again (maintain had taken all three, and checked only one)
+        borrowed = [await pool.get_connection() for _ in range(3)]
+        for connection in borrowed:
+            await pool.release(connection)
         stats: dict[str, Any] = pool.stats()
         return stats
 

@@ -8,6 +8,7 @@ import ctypes
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -155,6 +156,20 @@ def test_concurrent_warm_ups_open_min_idle_once(
     assert ferrite_server.connected_clients(NAME) == 3
 
 
+def _wait_for_child(pid: int, timeout: float) -> int:
+    """The child's wait status; a child that hangs (a raw fork() can deadlock on a lock
+    another thread held) is killed, and the test fails instead of hanging."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"the forked child {pid} hung and was killed")
+
+
 def test_a_child_forked_without_pythons_fork_hooks_still_gets_its_own_connections(
     ferrite_server: EmbeddedServer, manager: PoolManager
 ) -> None:
@@ -178,7 +193,7 @@ def test_a_child_forked_without_pythons_fork_hooks_still_gets_its_own_connection
         finally:
             os._exit(status)
     os.close(write)
-    _, status = os.waitpid(child, 0)
+    status = _wait_for_child(child, timeout=10.0)
     reply = os.read(read, 100)
     os.close(read)
     assert os.waitstatus_to_exitcode(status) == 0

@@ -200,26 +200,6 @@ def test_a_read_cancelled_mid_flight_still_settles_the_writes_it_carried(
     assert not scope.busy
 
 
-def test_a_read_cancelled_mid_flight_still_awaits_the_async_callbacks_of_its_writes(
-    manager: PoolManager, proxy: FaultProxy, direct: redis.Redis
-) -> None:
-    async def hundredfold(response: bytes, **options: Any) -> int:
-        await asyncio.sleep(0)
-        return int(response) * 100
-
-    async def body() -> Any:
-        task, holder, _ = await _scope_in_flight(manager, proxy, "n")
-        holder["scope"].client.set_response_callback("INCRBY", hundredfold)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        proxy.pass_through()
-        return await holder["incr"].result()
-
-    assert run(manager, body) == 100
-    assert direct.get("n") == b"1"
-
-
 def test_a_failure_settled_after_a_twice_cancelled_scope_ended_is_still_reported(
     manager: PoolManager,
     proxy: FaultProxy,

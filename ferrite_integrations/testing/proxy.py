@@ -580,7 +580,9 @@ class _Link:
 
     def _close(self) -> None:
         if self._reset:  # a zero linger time makes close() send RST instead of FIN
-            self._client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            with contextlib.suppress(OSError):  # a peer that reset first leaves nothing to do
+                linger = struct.pack("ii", 1, 0)
+                self._client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
             self._client.close()
         for sock in (self._client, self._server):
             if sock is not None and sock.fileno() != -1:
