@@ -350,6 +350,7 @@ class _AsyncExplainingConnection(async_connection.AbstractConnection):
                     await asyncio.sleep(0)
                     if writer.transport.is_closing() or await self.can_read():
                         return False
+                return True  # a TLS record without data: nothing reached the reader
             return not await self.can_read()
         except (*_CONNECT_ERRORS, OSError):
             return False

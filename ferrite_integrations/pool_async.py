@@ -165,10 +165,8 @@ class AsyncFerritePool(PoolCommon, redis.asyncio.ConnectionPool):
         try:
             await self._close(retired)
             while checking:  # lent to us while checked: nobody else reads them
-                connection = checking[0]
-                clean = await self._checked(connection)
-                checking.pop(0)
-                if clean:
+                connection = checking.pop(0)
+                if await self._checked(connection):
                     await self.release(connection)
                 else:
                     self._forget(connection)  # counted as closed, broken

@@ -171,6 +171,13 @@ def test_a_connection_killed_on_the_server_is_replaced_on_borrow(
     assert driver.stats()["closed"]["broken"] == 1
 
 
+def wait_for_the_kernels_eof(connection: Any) -> None:
+    """Block, without letting the event loop run, until the kernel holds what the server
+    sent on an async connection: a check must then see it on its own, as on a borrow."""
+    sock = connection._writer.transport.get_extra_info("socket")
+    wait_until(lambda: select.select([sock], [], [], 0)[0])
+
+
 def test_the_borrow_check_watches_the_socket_of_the_latest_connect(
     server: EmbeddedServer, manager: PoolManager
 ) -> None:
@@ -211,10 +218,7 @@ def test_the_async_borrow_check_watches_the_socket_of_the_latest_connect(
                 await connection.connect()
                 assert await connection.looks_clean()
                 assert server.kill_clients() == 1
-                # Wait, without letting the loop run, until the kernel holds the EOF: the
-                # check must see it there on its own, as on a borrow.
-                sock = connection._writer.transport.get_extra_info("socket")
-                wait_until(lambda: select.select([sock], [], [], 0)[0])
+                wait_for_the_kernels_eof(connection)
                 assert not await connection.looks_clean()
             finally:
                 os.close(read_end)
@@ -282,8 +286,7 @@ def test_a_pool_check_cancelled_while_it_checks_an_idle_connection_frees_its_slo
             await pool.release(connection)
         assert server.kill_clients() == 3
         for connection in connections:  # the check has loop turns to wait
-            sock = connection._writer.transport.get_extra_info("socket")
-            wait_until(lambda sock=sock: select.select([sock], [], [], 0)[0])
+            wait_for_the_kernels_eof(connection)
         check = pool.ping(1.0) if checker == "ping" else pool.maintain()
         task = asyncio.ensure_future(check)
         await asyncio.sleep(0)  # the check took an idle connection and waits a loop turn
