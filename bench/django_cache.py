@@ -3,7 +3,7 @@ per-call get/set/get_many, a request of 5 writes + 5 reads (through PipelineMidd
 FerriteCache), and aget/aset. Needs `pip install django-redis`.
 
     .venv/bin/python bench/django_cache.py [--calls 500] [--rounds 15]
-        [--pin apart|together|none] [--columns get,set,...]
+        [--pin apart|together|none] [--columns get,set,...] [--busy-poll SECONDS]
 
 Every column runs in many short rounds; in each round every backend runs back to back,
 starting with a different one each time. The ops/s are medians over the rounds; the ratio
@@ -85,13 +85,31 @@ def idle_setting() -> str:
     return ", ".join(found)
 
 
-def main() -> None:
+def ferrite_options(backend: str, busy_poll: float) -> dict[str, Any]:
+    """The ``OPTIONS`` entry of one backend: only FerriteCache takes ``busy_poll``."""
+    if backend != "FerriteCache" or not busy_poll:
+        return {}
+    return {"OPTIONS": {"busy_poll": busy_poll}}
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=500, help="operations per round")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--pin", choices=["apart", "together", "none"], default="apart")
     parser.add_argument("--columns", help="comma-separated subset, e.g. get,set")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--busy-poll",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="FerriteCache's busy_poll option (django-redis has no such option)",
+    )
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     with EmbeddedServer() as server:
         pin(server.pid, args.pin)
         settings.configure(
@@ -100,6 +118,7 @@ def main() -> None:
                     "BACKEND": backend,
                     "LOCATION": server.url,
                     "KEY_PREFIX": name.replace(" ", "-"),
+                    **ferrite_options(name, args.busy_poll),
                 }
                 for name, backend in BACKENDS.items()
             },
@@ -114,6 +133,8 @@ def main() -> None:
 
         request = RequestFactory().get("/")
         describe_machine(server.version)
+        if args.busy_poll:
+            print(f"FerriteCache with busy_poll={args.busy_poll:g} s")
 
         def workloads(name: str) -> dict[str, Callable[[int], tuple[float, float]]]:
             """Column -> run ``count`` operations, return (operations per second, CPU us

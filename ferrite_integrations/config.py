@@ -59,6 +59,7 @@ class PoolOptions(TypedDict, total=False):
     encoding: str
     encoding_errors: str
     protocol: int | None
+    busy_poll: float
     max_connections: int
     min_idle: int
     acquire_timeout: float
@@ -115,6 +116,7 @@ class PoolConfig:
     encoding: str = "utf-8"
     encoding_errors: str = "strict"
     protocol: int | None = None
+    busy_poll: float = 0.0
     max_connections: int = 0  # replaced by default_max_connections() when not given
     min_idle: int = 0
     acquire_timeout: float = 5.0
