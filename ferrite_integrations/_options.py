@@ -125,7 +125,7 @@ OPTION_SPECS: dict[str, OptionSpec] = {
             "busy_poll",
             "float",
             "connection",
-            "seconds a sync connection polls for a reply before it sleeps (0 turns it off)",
+            "seconds a sync connection polls for a reply before sleeping; 0 turns it off",
             minimum=0,
             maximum=0.001,
         ),

@@ -91,6 +91,7 @@ def _raise_explained(exc: Exception, host: str, port: int, tls: TLSSettings | No
 _HAS_POLL = hasattr(select, "poll")
 # Loop turns an async borrow check waits for the reader to receive what the kernel holds.
 _READER_TURNS = 3
+_GREEN_MODULES = ("gevent", "eventlet")
 
 
 def _readable_now(connection: Any, sock: Any) -> bool:
@@ -190,7 +191,13 @@ class _ExplainingConnection(sync_connection.AbstractConnection):
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
         if self.ferrite_reply_due:
             self.ferrite_reply_due = False
-            self._poll_for_reply()
+            try:
+                self._poll_for_reply()
+            except BaseException:  # an interrupt (Ctrl-C, a signal's exception): as redis-py
+                # does for a read cut short, close, or the next command reads this reply
+                if kwargs.get("disconnect_on_error", True):
+                    self.disconnect()
+                raise
         try:
             response = super().read_response(*args, **kwargs)
         except _CONNECT_ERRORS as exc:
@@ -203,15 +210,20 @@ class _ExplainingConnection(sync_connection.AbstractConnection):
 
     def ferrite_drop(self, error: Exception) -> None:
         """A failed attempt's connection is closed before any retry (redis-py does the same)."""
-        self.disconnect()  # type: ignore[no-untyped-call]
+        self.disconnect()
+
+    def disconnect(self, *args: Any) -> None:
+        self.ferrite_reply_due = False
+        super().disconnect(*args)  # type: ignore[no-untyped-call]
 
     def _poll_for_reply(self) -> None:
         """Poll for up to ``busy_poll`` seconds before the read sleeps in the kernel. A
         reply that comes in meanwhile is read without this thread's CPU going idle, which
         on a VM that halts an idle vCPU at once saves a wake-up on every round trip. Each
-        poll releases the GIL; the read that follows keeps ``socket_timeout``."""
+        poll releases the GIL; the read that follows keeps ``socket_timeout``. Green
+        sockets (gevent, eventlet) never poll: it would stall every other greenlet."""
         sock: Any = self._sock
-        if sock is None:
+        if sock is None or type(sock).__module__.startswith(_GREEN_MODULES):
             return
         deadline = perf_counter() + self.ferrite_busy_poll
         while not _readable_now(self, sock) and perf_counter() < deadline:

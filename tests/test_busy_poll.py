@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
+import signal
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -39,31 +41,65 @@ def _sleeps_during(client: redis.Redis, round_trips: int) -> int:
 
 
 @pytest.fixture
-def apart(server: EmbeddedServer) -> Iterator[bool]:
-    """This thread and the server on different CPUs, when there are two: each reply then
-    comes while this thread waits for it. Yields whether they are apart."""
+def apart(server: EmbeddedServer) -> Iterator[None]:
+    """This thread and the server on different CPUs: each reply then comes while this
+    thread waits for it. On one CPU the server only runs once the thread is off it, with
+    or without polling, so there is nothing to tell apart."""
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2 or server.pid is None:
-        yield False
-        return
+        pytest.skip("needs two CPUs: on one, a thread never waits for a reply in the kernel")
     os.sched_setaffinity(server.pid, {cpus[1]})
     os.sched_setaffinity(0, {cpus[0]})  # this thread only
     try:
-        yield True
+        yield
     finally:
         os.sched_setaffinity(0, set(cpus))
 
 
+@pytest.mark.usefixtures("apart")
 def test_a_thread_that_busy_polls_no_longer_sleeps_on_each_round_trip(
-    server: EmbeddedServer, manager: PoolManager, apart: bool
+    server: EmbeddedServer, manager: PoolManager
 ) -> None:
     manager.configure("polling", server.url, busy_poll=0.001)
     manager.configure("sleeping", server.url, max_connections=3)
     polling, sleeping = manager.client("polling"), manager.client("sleeping")
     polling.set("k", "v")
+    assert _sleeps_during(sleeping, ROUND_TRIPS) > ROUND_TRIPS // 2
     assert _sleeps_during(polling, ROUND_TRIPS) < ROUND_TRIPS // 4
-    if apart:  # on one CPU the server can only answer while this thread is off it
-        assert _sleeps_during(sleeping, ROUND_TRIPS) > ROUND_TRIPS // 2
+
+
+class _Interrupted(BaseException):
+    """What a signal handler raises: Ctrl-C, a task runner's soft time limit."""
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise _Interrupted
+
+
+def test_a_read_interrupted_while_it_polls_leaves_no_reply_for_the_next_command(
+    server: EmbeddedServer, manager: PoolManager
+) -> None:
+    manager.configure("default", server.url, busy_poll=0.001, socket_timeout=1.0, max_connections=1)
+    client = manager.client()
+    client.set("a", "A")
+    client.set("b", "B")
+    server.pause()
+    # SIGALRM is pytest-timeout's: its handler and the time left on its alarm are put back.
+    previous = signal.signal(signal.SIGALRM, _interrupt)
+    alarm = signal.setitimer(signal.ITIMER_REAL, 0.0003)  # 0.3 ms in: while it polls
+    try:
+        with pytest.raises(_Interrupted):
+            client.get("a")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, *alarm)
+        signal.signal(signal.SIGALRM, previous)
+        # The reply to GET a arrives only after the next command has gone out.
+        resume = threading.Timer(0.1, server.resume)
+        resume.start()
+    try:
+        assert client.get("b") == b"B"
+    finally:
+        resume.join()
 
 
 def test_replies_pipelines_and_health_checks_are_unchanged_over_tls(

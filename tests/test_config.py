@@ -262,7 +262,7 @@ BAD_INPUTS: list[tuple[str | None, dict[str, Any], str, tuple[str, ...]]] = [
     (None, {"encoding": "rot13"}, "encoding", ("no text codec",)),
     (None, {"encoding": "utf-8\x00"}, "encoding", ("no text codec",)),
     (None, {"port": 70000}, "port", ("<= 65535",)),
-    (None, {"busy_poll": 0.01}, "busy_poll", ("<= 0.001", "sleeps")),
+    (None, {"busy_poll": 0.01}, "busy_poll", ("<= 0.001", "before sleeping; 0 turns it off")),
     (None, {"busy_poll": -1e-05}, "busy_poll", (">= 0",)),
     ("redis://h?busy_poll=fast", {}, "busy_poll", ("'fast'",)),
     (None, {"socket_timeout": 10**400}, "socket_timeout", ("characters",)),
