@@ -322,6 +322,8 @@ class _AsyncExplainingConnection(async_connection.AbstractConnection):
             command = [command]
         writer: Any = self._writer
         try:
+            if writer.transport.is_closing():  # Python 3.12.1's writelines would fail oddly
+                raise ConnectionResetError("Connection lost")
             writer.writelines(command)
             if self.socket_timeout and writer.transport.get_write_buffer_size():
                 async with asyncio.timeout(self.socket_timeout):

@@ -10,6 +10,7 @@ import asyncio
 import enum
 import re
 import runpy
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -375,15 +376,18 @@ def test_an_async_write_on_a_lost_connection_fails_as_redis_pys_does(
             else partial(AbstractConnection.send_packed_command, connection, packed, False)
         )
         try:
-            with pytest.raises(redis.ConnectionError) as raised:
+            with pytest.raises(Exception) as raised:  # noqa: PT011 - redis-py's varies
                 await send()
         finally:
             await connection.disconnect()
-        return str(raised.value)
+        return f"{type(raised.value).__name__}: {raised.value}"
 
     async def both() -> tuple[str, str]:
         return await write(ours=True), await write(ours=False)
 
     ours, theirs = asyncio.run(both())
-    assert ours == theirs
-    assert "while writing to socket" in ours
+    assert ours == "ConnectionError: Error UNKNOWN while writing to socket. Connection lost."
+    # redis-py's own path says the same, except on Python 3.12.1, whose writelines() on a
+    # lost transport raises AttributeError or TypeError from inside asyncio.
+    if sys.version_info[:3] != (3, 12, 1):
+        assert theirs == ours
