@@ -73,71 +73,24 @@ _pipeliners: weakref.WeakKeyDictionary[AsyncFerritePool, weakref.ref[AutoPipelin
     weakref.WeakKeyDictionary()
 )
 Commands = Sequence[tuple[tuple[Any, ...], Mapping[str, Any]]]
-_CALLBACK_CANCELLED = (
-    "The command's reply arrived, but its async response callback was cancelled before it "
-    "finished"
-)
 
 
 class AsyncHandle(HandleBase):
     """The future result of one deferred command of an async scope."""
 
-    __slots__ = ("_callback", "_scope")
+    __slots__ = ("_scope",)
 
     def __init__(self, scope: AsyncRequestScope | None, name: str) -> None:
         super().__init__(name)
         self._scope = scope
-        # An async response callback's awaitable, then its task: run by the first caller
-        # of result() (or by the scope's end), never while a send holds the scope's lock.
-        self._callback: Any = None
 
     async def result(self) -> Any:
         """The reply; sends the scope's queue first if the command is still queued."""
         if not self.done and self._scope is not None:
             await self._scope.flush()
-        if self._callback is not None:
-            await self._finish_callback()
         if self._error is not None:
             raise self._error
         return self._value
-
-    def _settle(self, outcome: Any) -> None:
-        if isawaitable(outcome):
-            self._value, self._callback = None, outcome
-        else:
-            super()._settle(outcome)
-
-    async def _finish_callback(self) -> None:
-        callback = self._callback
-        if not isinstance(callback, asyncio.Future):
-            callback = self._callback = asyncio.ensure_future(callback)
-        try:  # shielded: a cancelled caller stops waiting, the callback goes on
-            self._value = await asyncio.shield(callback)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if not callback.cancelled() or (task is not None and task.cancelling()):
-                raise  # this caller is cancelled
-            self._error = redis.exceptions.ConnectionError(_CALLBACK_CANCELLED)
-        except Exception as error:
-            self._error = error
-        self._callback = None
-
-    def _drop_callback(self) -> None:
-        """Stop a callback that will not be waited for: its scope ended by cancellation."""
-        callback, self._callback = self._callback, None
-        if callback is None:
-            return
-        if isinstance(callback, asyncio.Future):
-            if callback.done() and not callback.cancelled():
-                if callback.exception() is None:
-                    self._value = callback.result()
-                else:
-                    self._error = callback.exception()
-                return
-            callback.cancel()
-        elif hasattr(callback, "close"):
-            callback.close()  # a coroutine never started: no "never awaited" warning
-        self._error = redis.exceptions.ConnectionError(_CALLBACK_CANCELLED)
 
     def exception(self) -> BaseException | None:
         """The command's error, or ``None`` (only meaningful once ``done``)."""
@@ -241,7 +194,6 @@ class AsyncRequestScope:
         self._sending = 0
         self._in_flight: set[asyncio.Future[list[Any]]] = set()
         self._pipeliner: AutoPipeliner | None = None
-        self._callbacks_due: list[AsyncHandle] = []  # deferred, with an async callback to run
         self.round_trips = 0
         self.commands_sent = 0
 
@@ -282,33 +234,12 @@ class AsyncRequestScope:
                 await self._drain()
             else:
                 await self.flush()
-            await self._run_callbacks()
         finally:
             if self._token is not None:
                 _active.reset(self._token)
                 self._token = None
-            for handle in self._callbacks_due:  # cut short: nobody will run them
-                handle._drop_callback()
-            self._callbacks_due = []
         failures, self._failures = self._failures, []
         report_failures(failures, self.pool.record_batch, self.raise_on_error and error is None)
-
-    async def _run_callbacks(self) -> None:
-        """Run the async response callbacks of deferred commands nobody awaited, after the
-        last send, in the task that ends the scope; a failing one is reported like a
-        failed command."""
-        while self._callbacks_due:
-            handle = self._callbacks_due[0]
-            if handle._callback is not None:
-                await handle._finish_callback()
-                if handle._error is not None:
-                    self._failures.append((handle.name, handle._error))
-            self._callbacks_due.pop(0)
-
-    def _note_callbacks(self, handles: list[AsyncHandle]) -> None:
-        self._callbacks_due.extend(
-            handle for handle in handles if handle._callback is not None and handle._scope
-        )
 
     def _defer(self, args: tuple[Any, ...], options: dict[str, Any]) -> AsyncHandle:
         name = command_name(args)
@@ -339,7 +270,6 @@ class AsyncRequestScope:
         nothing left to carry (a batch in flight delayed it), the command goes alone, through
         ``pipeliner`` when the caller's client batches."""
         name = command_name(args)
-        handle: AsyncHandle | None
         async with self._send_lock:
             await self._drain()
             if self._handles:
@@ -351,12 +281,7 @@ class AsyncRequestScope:
                 self._count(1)
                 return await self.client._direct(args, options)
             else:
-                handle = None
-                raw = await pipeliner.submit_raw(args, options, name)
-        # Response callbacks run outside the lock: an async one may use the scope again.
-        if handle is None:
-            assert pipeliner is not None
-            return await pipeliner.finish(raw, args, options)
+                return await pipeliner.submit(args, options, name)
         return await handle.result()
 
     async def _send(self, own: AsyncHandle | None) -> None:
@@ -390,7 +315,6 @@ class AsyncRequestScope:
         settle_batch(
             handles, stack, raw, self.client.response_callbacks, own=own, failures=self._failures
         )
-        self._note_callbacks(handles)
 
     async def _send_batch(self, stack: list[Any], scripts: set[Any]) -> list[Any]:
         if not scripts and not any(needs_redis_py(args) for args, _ in stack):
@@ -443,7 +367,6 @@ class AsyncRequestScope:
         settle_batch(
             handles, stack, raw, self.client.response_callbacks, own=own, failures=self._failures
         )
-        self._note_callbacks(handles)
         # The scope ended before this group settled (its exit was cancelled while draining):
         # report now, or these failures would never be logged and counted.
         if self._token is None and self._failures:
@@ -535,23 +458,15 @@ class AutoPipeliner:
             _pipeliners[pool] = weakref.ref(self)
 
     async def submit(self, args: tuple[Any, ...], options: dict[str, Any], name: str) -> Any:
-        """Queue one command and wait for its own reply (or its own error)."""
-        return await self.finish(await self.submit_raw(args, options, name), args, options)
-
-    async def submit_raw(self, args: tuple[Any, ...], options: dict[str, Any], name: str) -> Any:
-        """Queue one command and wait for its raw reply; ``finish`` turns it into the
-        command's value. Raises the command's own server error."""
-        future = asyncio.get_running_loop().create_future()
+        """Queue one command and wait for its own reply (or its own error). The response
+        callback runs here, in the caller's task, and is awaited if it is async: the batch
+        task never waits for a callback, which may itself send through this pipeliner."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self._waiting.append(_Call(args, options, future, name))
         if self._sender is None or self._sender.done():
-            self._sender = asyncio.get_running_loop().create_task(self._send_all())
-        return await future
-
-    async def finish(self, raw: Any, args: tuple[Any, ...], options: Mapping[str, Any]) -> Any:
-        """The command's value: ``raw`` through the client's response callback, awaited
-        if it is async, in the caller's task (the batch task never waits for a callback,
-        which may itself send commands through this pipeliner)."""
-        value = reply_value(raw, args, options, self.client.response_callbacks)
+            self._sender = loop.create_task(self._send_all())
+        value = reply_value(await future, args, options, self.client.response_callbacks)
         return await value if isawaitable(value) else value
 
     def submit_many(self, commands: Commands) -> asyncio.Future[list[Any]]:
