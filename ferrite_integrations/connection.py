@@ -212,9 +212,9 @@ class _ExplainingConnection(sync_connection.AbstractConnection):
         """A failed attempt's connection is closed before any retry (redis-py does the same)."""
         self.disconnect()
 
-    def disconnect(self, *args: Any) -> None:
+    def disconnect(self, *args: Any, **kwargs: Any) -> None:
         self.ferrite_reply_due = False
-        super().disconnect(*args)  # type: ignore[no-untyped-call]
+        super().disconnect(*args, **kwargs)  # type: ignore[no-untyped-call]
 
     def _poll_for_reply(self) -> None:
         """Poll for up to ``busy_poll`` seconds before the read sleeps in the kernel. A
