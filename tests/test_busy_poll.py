@@ -102,12 +102,19 @@ def test_a_read_interrupted_while_it_polls_leaves_no_reply_for_the_next_command(
         resume.join()
 
 
-def test_replies_pipelines_and_health_checks_are_unchanged_over_tls(
-    ferrite_tls_server: EmbeddedServer, manager: PoolManager
+@pytest.mark.parametrize("transport", ["tls", "unix"])
+def test_replies_pipelines_and_health_checks_are_unchanged(
+    ferrite_tls_server: EmbeddedServer,
+    ferrite_server_factory: ServerFactory,
+    manager: PoolManager,
+    transport: str,
 ) -> None:
-    manager.configure(
-        "default", ferrite_tls_server.url, busy_poll=0.0005, health_check_interval=0.001
+    url = (
+        ferrite_tls_server.url
+        if transport == "tls"
+        else ferrite_server_factory(unix_socket=True).unix_url
     )
+    manager.configure("default", url, busy_poll=0.0005, health_check_interval=0.001)
     client = manager.client()
     for index in range(50):
         client.set(f"k{index}", index)
