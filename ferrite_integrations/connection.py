@@ -18,12 +18,13 @@ import asyncio
 import select
 import socket
 import ssl
-from time import perf_counter
+from time import monotonic, perf_counter
 from typing import Any, NoReturn
 
 import redis.asyncio.connection as async_connection
 import redis.connection as sync_connection
 import redis.exceptions
+from redis.utils import SENTINEL
 
 from ferrite_integrations.breaker import CircuitBreaker
 from ferrite_integrations.config import PoolConfig
@@ -42,6 +43,7 @@ __all__ = [
 ]
 
 _CONNECT_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+_RESP3 = ("3", 3)
 # Refusals that say nothing about the server's health: a wrong password or ACL must not open
 # the breaker that every correctly configured pool of the same server shares.
 _NOT_OUTAGES = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
@@ -51,6 +53,35 @@ def _is_outage(error: BaseException) -> bool:
     if isinstance(error, _NOT_OUTAGES):
         return False
     return not (isinstance(error, TLSError) and error.permanent)
+
+
+def _counts_as_outage(error: BaseException) -> bool:
+    """Whether a failed read or write tells the breaker that the server is away."""
+    return isinstance(error, _CONNECT_ERRORS) and _is_outage(error)
+
+
+def _write_failure(exc: BaseException) -> BaseException:
+    """What redis-py's ``send_packed_command`` raises for ``exc`` from ``sendall``."""
+    if isinstance(exc, socket.timeout):
+        return redis.exceptions.TimeoutError("Timeout writing to socket")
+    if isinstance(exc, OSError):
+        args = exc.args
+        errno, message = args[:2] if len(args) > 1 else ("UNKNOWN", args[0] if args else exc)
+        return redis.exceptions.ConnectionError(
+            f"Error {errno} while writing to socket. {message}."
+        )
+    return exc
+
+
+def _read_failure(exc: BaseException, host_error: str) -> BaseException:
+    """What redis-py's ``read_response`` raises for ``exc`` from its parser."""
+    if isinstance(exc, socket.timeout):
+        return redis.exceptions.TimeoutError(f"Timeout reading from {host_error}")
+    if isinstance(exc, OSError):
+        return redis.exceptions.ConnectionError(
+            f"Error while reading from {host_error} : {exc.args}"
+        )
+    return exc
 
 
 _CLOSED_BY_SERVER = "Connection closed by server"
@@ -173,40 +204,89 @@ class _ExplainingConnection(sync_connection.AbstractConnection):
         request = self.ferrite_commands
         if self._sock is None:
             self.connect_check_health(check_health=False)
-        if check_health:
+        if check_health and self.health_check_interval:
             self.check_health()  # type: ignore[no-untyped-call]
         self.ferrite_commands = request
         # A request of several commands may have complete commands on the server as soon
         # as its first bytes leave; a single command is incomplete until the last byte.
         self.ferrite_sent = len(request) > 1 and not self.ferrite_connecting
+        sock: Any = self._sock
+        # redis-py's own send, inlined (one call layer fewer on every command).
         try:
-            super().send_packed_command(command, False)  # type: ignore[no-untyped-call]
-        except _CONNECT_ERRORS as exc:
-            if self.ferrite_breaker and not self.ferrite_connecting and _is_outage(exc):
-                self.ferrite_breaker.failed(exc)
-            raise
+            if isinstance(command, str):
+                command = [command]
+            for item in command:
+                sock.sendall(item)
+        except BaseException as exc:
+            raise self._ferrite_failed(_write_failure(exc), close=True)  # noqa: B904
         self.ferrite_sent = not self.ferrite_connecting  # a handshake is always safe to redo
         self.ferrite_reply_due = self.ferrite_busy_poll > 0
 
-    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+    def read_response(
+        self,
+        disable_decoding: bool = False,
+        *,
+        timeout: Any = SENTINEL,
+        disconnect_on_error: bool = True,
+        push_request: bool = False,
+        **newer: Any,
+    ) -> Any:
         if self.ferrite_reply_due:
-            self.ferrite_reply_due = False
-            try:
-                self._poll_for_reply()
-            except BaseException:  # an interrupt (Ctrl-C, a signal's exception): as redis-py
-                # does for a read cut short, close, or the next command reads this reply
-                if kwargs.get("disconnect_on_error", True):
-                    self.disconnect()
-                raise
+            self._ferrite_poll_first(close_if_interrupted=disconnect_on_error)
+        if newer:  # an argument of a newer redis-py: its own read
+            return super().read_response(
+                disable_decoding,
+                timeout=timeout,
+                disconnect_on_error=disconnect_on_error,
+                push_request=push_request,
+                **newer,
+            )
+        # redis-py's read_response, inlined (one call layer fewer on every command): the
+        # same parser calls, errors and closes; the host is named only when a read failed.
         try:
-            response = super().read_response(*args, **kwargs)
-        except _CONNECT_ERRORS as exc:
-            if self.ferrite_breaker and not self.ferrite_connecting and _is_outage(exc):
-                self.ferrite_breaker.failed(exc)
-            raise
-        if self.ferrite_breaker is not None and not self.ferrite_connecting:
-            self.ferrite_breaker.succeeded()
+            if self.protocol in _RESP3:
+                response = self._parser.read_response(
+                    disable_decoding=disable_decoding, push_request=push_request, timeout=timeout
+                )
+            else:
+                response = self._parser.read_response(
+                    disable_decoding=disable_decoding, timeout=timeout
+                )
+        except BaseException as exc:
+            failure = _read_failure(exc, self._host_error())  # type: ignore[no-untyped-call]
+            raise self._ferrite_failed(failure, close=disconnect_on_error)  # noqa: B904
+        if self.health_check_interval:
+            self.next_health_check = monotonic() + self.health_check_interval  # type: ignore[assignment]
+        if isinstance(response, redis.exceptions.ResponseError):
+            try:
+                raise response
+            finally:
+                del response  # no reference cycle through the traceback
+        breaker = self.ferrite_breaker
+        if breaker is not None and not self.ferrite_connecting:
+            breaker.succeeded()
         return response
+
+    def _ferrite_failed(self, failure: BaseException, *, close: bool) -> BaseException:
+        """A read or write failed with ``failure`` (as redis-py words it): close the
+        connection if asked, tell the breaker of an outage, and hand ``failure`` back to
+        be raised."""
+        if close:
+            self.disconnect()
+        breaker = self.ferrite_breaker
+        if breaker is not None and not self.ferrite_connecting and _counts_as_outage(failure):
+            breaker.failed(failure)
+        return failure
+
+    def _ferrite_poll_first(self, *, close_if_interrupted: bool) -> None:
+        self.ferrite_reply_due = False
+        try:
+            self._poll_for_reply()
+        except BaseException:  # an interrupt (Ctrl-C, a signal's exception): as redis-py
+            # does for a read cut short, close, or the next command reads this reply
+            if close_if_interrupted:
+                self.disconnect()
+            raise
 
     def ferrite_drop(self, error: Exception) -> None:
         """A failed attempt's connection is closed before any retry (redis-py does the same)."""

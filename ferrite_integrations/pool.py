@@ -96,7 +96,8 @@ class FerritePool(PoolCommon, redis.ConnectionPool):
     def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
         """A connected, checked connection; waits up to ``acquire_timeout`` when all
         ``max_connections`` are in use, and is served before anyone who asks later."""
-        self._checkpid()
+        if self.pid != os.getpid():
+            self._checkpid()
         self.breaker.admit()
         started = monotonic()
         retired: list[Any] = []
@@ -128,7 +129,8 @@ class FerritePool(PoolCommon, redis.ConnectionPool):
 
     def release(self, connection: Any) -> None:
         """Give a connection back: to the longest waiter, else to the idle stack."""
-        self._checkpid()
+        if self.pid != os.getpid():
+            self._checkpid()
         retired: list[Any] = []
         with self._lock:
             waiter = self._state.give_back(connection, monotonic(), broken=False, retired=retired)
@@ -296,12 +298,16 @@ class FerritePool(PoolCommon, redis.ConnectionPool):
         if lease.fresh:
             connection.connect()
             lease.fresh = False
-        elif not self._usable(connection, now - lease.last_used):
-            with self._lock:
-                self._state.closed["broken"] += 1
-                self._state.created += 1
-            connection.disconnect()
-            connection.connect()
+            return
+        if connection.looks_clean():
+            interval = self.config.health_check_interval
+            if not interval or now - lease.last_used < interval or self._answers_ping(connection):
+                return
+        with self._lock:
+            self._state.closed["broken"] += 1
+            self._state.created += 1
+        connection.disconnect()
+        connection.connect()
 
     def _forget(self, connection: Any) -> None:
         """A borrowed connection that could not be made ready leaves the pool; its slot
@@ -314,12 +320,8 @@ class FerritePool(PoolCommon, redis.ConnectionPool):
                 if waiter is not None:
                     waiter.on_grant()
 
-    def _usable(self, connection: Any, idle_for: float) -> bool:
-        if not connection.looks_clean():
-            return False
-        interval = self.config.health_check_interval
-        if not interval or idle_for < interval:
-            return True
+    def _answers_ping(self, connection: Any) -> bool:
+        """The check of a connection idle for longer than ``health_check_interval``."""
         try:
             connection.send_command("PING", check_health=False)
             return bool(connection.read_response())

@@ -13,7 +13,7 @@ from functools import partial
 from typing import Any, Literal
 
 import redis
-from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, default_key_func
 
 from ferrite_integrations import (
     ConfigError,
@@ -68,6 +68,12 @@ class FerriteCache(BaseCache):
     def __init__(self, server: Any, params: dict[str, Any]) -> None:
         super().__init__(params)
         self._manager = get_manager()
+        # make_and_validate_key's one-step form gives the same key unless a subclass
+        # changed how keys are made or checked.
+        cls = type(self)
+        self._one_step_keys = (
+            cls.make_key is BaseCache.make_key and cls.validate_key is FerriteCache.validate_key
+        )
         # Django builds every cache in its own system checks (``manage.py check``,
         # ``runserver``) before ferrite.E001 can report a bad entry, so a ConfigError is
         # kept here and raised on first use instead (as Django's RedisCache does).
@@ -139,6 +145,20 @@ class FerriteCache(BaseCache):
             return
         super().validate_key(key)
 
+    def make_and_validate_key(self, key: Any, version: Any = None) -> Any:
+        """Django's ``make_key`` then ``validate_key``: in one step (the same key, the same
+        warnings) while the key function is Django's default."""
+        if not (self._one_step_keys and self.key_func is default_key_func):
+            return super().make_and_validate_key(key, version=version)
+        made = "%s:%s:%s" % (  # noqa: UP031 (default_key_func's own formatting)
+            self.key_prefix,
+            self.version if version is None else version,
+            key,
+        )
+        if len(made) > _MEMCACHE_MAX_KEY_LENGTH or not made.isprintable() or " " in made:
+            super().validate_key(made)
+        return made
+
     @property
     def pool_alias(self) -> str:
         """The manager alias of this cache's pool."""
@@ -163,7 +183,7 @@ class FerriteCache(BaseCache):
     def _command(self, default: Any, *args: Any) -> Any:
         """One wire command on the shared client; with ``ignore_exceptions``, ``default``
         while the server is away."""
-        client = self.get_client()
+        client = self.__dict__.get("_client") or self.get_client()
         if not self._ignore_exceptions:
             return client.execute_command(*args)
         call = partial(client.execute_command, *args)

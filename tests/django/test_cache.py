@@ -514,6 +514,33 @@ def test_key_prefix_version_and_key_function_shape_the_stored_key(
     raw.close()
 
 
+def test_a_subclass_that_makes_or_checks_keys_its_own_way_is_obeyed(
+    ferrite_server: EmbeddedServer,
+) -> None:
+    """Overriding ``make_key`` or ``validate_key`` is Django's documented alternative to
+    ``KEY_FUNCTION``: the backend's one-step key path must not bypass either."""
+
+    class TenantCache(FerriteCache):
+        def make_key(self, key: Any, version: Any = None) -> str:
+            return f"tenant-7:{super().make_key(key, version)}"
+
+    class StrictCache(FerriteCache):
+        def validate_key(self, key: Any) -> None:
+            if key.endswith(":forbidden"):
+                raise ValueError(f"refused: {key}")
+
+    raw = redis.Redis(**ferrite_server.redis_kwargs())
+    raw.flushdb()
+    tenant = TenantCache(ferrite_server.url, {"KEY_PREFIX": "p"})
+    tenant.set("name", "one")
+    assert raw.keys() == [b"tenant-7:p:1:name"]
+    assert tenant.get("name") == "one"
+    strict = StrictCache(ferrite_server.url, {})
+    with pytest.raises(ValueError, match="refused: :1:forbidden"):
+        strict.get("forbidden")
+    raw.close()
+
+
 def test_async_methods_run_on_the_event_loop_not_in_a_thread(
     ferrite_server: EmbeddedServer,
 ) -> None:
