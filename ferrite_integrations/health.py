@@ -227,6 +227,7 @@ class Monitor:
         self._pools = pools
         self._stop = threading.Event()
         self._due: dict[int, float] = {}
+        self._round = threading.Lock()  # held from listing the pools to the round's end
         self._thread = threading.Thread(target=self._run, name="ferrite-monitor", daemon=True)
 
     def start(self) -> None:
@@ -241,16 +242,27 @@ class Monitor:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
 
+    def wait_round(self, timeout: float = 10.0) -> None:
+        """Return once the round in progress, if any, has ended (at most ``timeout``
+        seconds): a pool that left the list before this call is not touched afterwards.
+        Returns at once on the monitor's own thread."""
+        if self._thread is threading.current_thread():
+            return
+        if self._round.acquire(timeout=timeout):
+            self._round.release()
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            pools = [pool for pool in self._pools() if pool.config.monitor]
-            now = time.monotonic()
-            for pool in pools:
-                if self._stop.is_set():
-                    return
-                if now >= self._due.get(id(pool), 0.0):
-                    self._due[id(pool)] = now + monitor_interval(pool)
-                    look_after(pool)
+            with self._round:
+                pools = [pool for pool in self._pools() if pool.config.monitor]
+                now = time.monotonic()
+                self._due = {id(pool): self._due.get(id(pool), 0.0) for pool in pools}
+                for pool in pools:
+                    if self._stop.is_set():
+                        return
+                    if now >= self._due[id(pool)]:
+                        self._due[id(pool)] = now + monitor_interval(pool)
+                        look_after(pool)
             self._stop.wait(_tick(pools))
 
 

@@ -466,7 +466,11 @@ class PoolManager:
             return list({id(pool): pool for pool in map(self.pool, sorted(self._configs))}.values())
 
     def _async_pools(self) -> list[AsyncFerritePool]:
-        return list({id(pool): pool for pool in map(self.async_pool, self.aliases())}.values())
+        """The async twin of ``_sync_pools`` for the running loop, also listed under the
+        lock: an alias another thread forgets meanwhile must not fail the monitor task."""
+        with self._lock:
+            aliases = sorted(self._configs)
+            return list({id(pool): pool for pool in map(self.async_pool, aliases)}.values())
 
     # -- reporting ------------------------------------------------------------------------
 
@@ -522,6 +526,37 @@ class PoolManager:
         if entry is not None:
             await entry.aclose()
 
+    async def aclose_unbound(self) -> list[str]:
+        """Close the running loop's async pools that no alias uses any more (their aliases
+        were forgotten): they leave the loop and their idle connections close (connections
+        in use stay with their borrowers). The loop's other pools and its monitor task keep
+        running. For an adapter whose app has stopped while other apps still serve on this
+        loop. Returns the names of the pools closed."""
+        loop = _running_loop("aclose_unbound")
+        with self._lock:
+            entry = self._loops.get(loop)
+            if entry is None:
+                return []
+            bound = set(self._configs.values())
+            retired = [config for config in entry.pools if config not in bound]
+            pools = [entry.pools.pop(config) for config in retired]
+            for config in retired:
+                entry.clients.pop(config, None)
+                entry.batched_clients.pop(config, None)
+                entry.scope_clients.pop(config, None)
+            monitor = entry.monitor if pools else None
+        if monitor is not None and not monitor.done():
+            # A round that listed a pool before its alias left may be topping it up: stop
+            # the task (a cancelled round gives back what it holds), then start it anew
+            # unless aclose() or start_async_monitor() replaced it meanwhile.
+            await _stop_task(monitor)
+            with self._lock:
+                if entry.monitor is monitor:
+                    entry.monitor = loop.create_task(amonitor(self._async_pools))
+        for pool in pools:
+            await pool.disconnect(inuse_connections=False)
+        return [pool.name for pool in pools]
+
     def _close_pools(self, skip: asyncio.AbstractEventLoop | None) -> None:
         with self._lock:
             pools = list(self._pools.values())
@@ -551,16 +586,15 @@ class PoolManager:
             if config is not None and not self._aliases_of(config):
                 pool = self._pools.pop(config, None)
                 self._clients.pop(config, None)
-            monitor = self._monitor if pool is not None else None
-            if monitor is not None:
-                self._monitor = None
+            monitor = self._monitor
         if pool is None:
             return False
+        # A round that listed the pool before it left may be topping it up: let that round
+        # end before closing the connections (later rounds no longer list the pool). The
+        # monitor keeps running: stopping and restarting it here raced with close(),
+        # start_monitor() and other forget() calls.
         if monitor is not None:
-            # A round that listed the pool before it left may be topping it up: let that
-            # round end before closing the connections, then go on with a new monitor.
-            monitor.stop()
-            self.start_monitor()
+            monitor.wait_round()
         pool.disconnect(inuse_connections=False)
         return True
 

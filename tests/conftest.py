@@ -107,6 +107,14 @@ def wait_until(condition: Callable[[], object], timeout: float = 5.0) -> None:
         time.sleep(0.01)
 
 
+async def await_until(condition: Callable[[], object], timeout: float = 5.0) -> None:
+    """``wait_until`` for a coroutine: the event loop keeps running while it polls."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
 def run_then_close(manager: PoolManager, body: Callable[[], Awaitable[T]]) -> T:
     """Run ``body()`` on a fresh event loop, then close that loop's pools on it."""
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from ferrite_integrations import AsyncFerritePool, FerritePool, PoolManager
 from ferrite_integrations.testing import EmbeddedServer
+from tests.conftest import await_until
 
 FAST = {"min_idle": 1, "health_check_interval": 0.05, "breaker_reset_timeout": 0.05}
 
@@ -25,14 +26,6 @@ def other_loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)
     loop.close()
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    for _ in range(500):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    pytest.fail("condition not reached in time")
 
 
 async def _open_async(manager: PoolManager) -> AsyncFerritePool:
@@ -64,7 +57,7 @@ def test_aclose_loop_closes_only_the_running_loops_pools_and_monitor(
         created = {pool: pool.stats()["created"] for pool in (mine, other, sync_pool)}
         server.kill_clients()
         # the other loop's monitor and the sync monitor re-open their min_idle ...
-        await _until(
+        await await_until(
             lambda: all(pool.stats()["created"] > created[pool] for pool in (other, sync_pool))
         )
         await asyncio.sleep(0.25)  # ... and this loop's monitor, stopped, does not

@@ -150,13 +150,16 @@ class FerriteLifespan:
         finally:
             # The application's own shutdown (above) still had the pools. Close only what
             # this lifespan opened: its aliases unless another running lifespan holds them,
-            # and this loop's pools and monitor when no other lifespan runs on the loop.
-            # The sync pools and monitor thread (Django, Flask) and other loops stay open.
+            # and this loop's pools and monitor when no other lifespan runs on the loop,
+            # else only the loop's pools whose aliases are now gone. The sync pools and
+            # monitor thread (Django, Flask) and other loops stay open.
             try:
                 release_aliases(manager, held)
             finally:
                 if release_loop(manager, loop):
                     await manager.aclose_loop()
+                else:
+                    await manager.aclose_unbound()
 
     def __repr__(self) -> str:
         pools = ", ".join(f"{spec.alias}={spec.config.redacted_url}" for spec in self.specs)
@@ -208,8 +211,9 @@ def ferrite_lifespan(
     yields ``{"ferrite": manager}`` (handlers reach it as ``request.state.ferrite``). At
     shutdown it closes only what it opened: it unconfigures its pool aliases (unless
     another running lifespan uses them), and closes its event loop's pools and monitor
-    (unless another lifespan runs on that loop); Django's and Flask's pools, the sync
-    monitor and other event loops are left alone. Options are validated now, so a mistake
+    (while another lifespan runs on that loop, only the idle connections of the pools it
+    no longer shares); Django's and Flask's pools, the sync monitor and other event loops
+    are left alone. Options are validated now, so a mistake
     fails when the app is built.
 
     Args:

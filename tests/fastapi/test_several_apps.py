@@ -4,7 +4,6 @@ ready for the next app, whatever its server."""
 
 from __future__ import annotations
 
-import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
@@ -19,7 +18,7 @@ from ferrite_integrations import ConfigError, PoolManager
 from ferrite_integrations.fastapi import FerriteClient, ferrite_lifespan, get_client
 from ferrite_integrations.testing import EmbeddedServer
 from ferrite_integrations.testing.plugin import ServerFactory
-from tests.conftest import wait_until
+from tests.conftest import await_until, wait_until
 from tests.fastapi.helpers import TestClient
 
 Plain = Annotated[redis.asyncio.Redis, Depends(get_client(auto_pipeline=False))]
@@ -126,14 +125,6 @@ def test_an_alias_configured_by_other_code_is_used_and_left_configured(
     assert manager.aliases() == ["default"]
 
 
-async def _until(condition: Any) -> None:
-    for _ in range(500):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    pytest.fail("condition not reached in time")
-
-
 @pytest.mark.asyncio
 async def test_two_apps_on_one_event_loop(
     server: EmbeddedServer, manager: PoolManager, client_name: str
@@ -148,10 +139,10 @@ async def test_two_apps_on_one_event_loop(
         assert manager.aliases() == ["default"]
         assert server.connected_clients(client_name) == 1
         server.kill_clients()
-        await _until(lambda: server.connected_clients(client_name) == 1)  # re-warmed
+        await await_until(lambda: server.connected_clients(client_name) == 1)  # re-warmed
         transport = httpx.ASGITransport(app=running.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             assert (await client.get("/blpop")).json() == {"popped": None}
     assert manager.aliases() == []
     # closed on the client side; the server may answer CLIENT LIST before it reads the FIN
-    await _until(lambda: server.connected_clients(client_name) == 0)
+    await await_until(lambda: server.connected_clients(client_name) == 0)
