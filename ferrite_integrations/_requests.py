@@ -19,6 +19,8 @@ from ferrite_integrations.retry import command_name
 __all__ = [
     "EMPTY",
     "Command",
+    "callback_options",
+    "find_callback",
     "needs_redis_py",
     "packed_batch",
     "packed_command",
@@ -70,7 +72,8 @@ def reply_value(raw: Any, args: tuple[Any, ...], options: Mapping[str, Any], cal
     if raw is EMPTY:
         return options[EMPTY_RESPONSE]
     name = args[0]
-    # Callback keys are stored upper-case: look up as is first (C speed), then as redis-py.
+    # find_callback's lookup, inline (it runs for every command): keys are stored
+    # upper-case, so look up as is first (C speed), then as redis-py does.
     callback = dict.get(callbacks, name)
     if callback is None and isinstance(name, str) and not name.isupper():
         callback = callbacks.get(name)
@@ -78,8 +81,21 @@ def reply_value(raw: Any, args: tuple[Any, ...], options: Mapping[str, Any], cal
         return raw
     if not options:
         return callback(raw)
-    kept = {key: value for key, value in options.items() if key not in _NOT_FOR_CALLBACKS}
-    return callback(raw, **kept)
+    return callback(raw, **callback_options(options))
+
+
+def find_callback(callbacks: Any, args: tuple[Any, ...]) -> Any:
+    """The command's response callback, or ``None`` (looked up as ``reply_value`` does)."""
+    name = args[0]
+    callback = dict.get(callbacks, name)
+    if callback is None and isinstance(name, str) and not name.isupper():
+        callback = callbacks.get(name)
+    return callback
+
+
+def callback_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options a response callback is called with (the path's own ones left out)."""
+    return {key: value for key, value in options.items() if key not in _NOT_FOR_CALLBACKS}
 
 
 def _hiredis_packed(connection: Any, args: tuple[Any, ...]) -> bytes | None:

@@ -25,9 +25,9 @@ import contextvars
 import logging
 import weakref
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
-from inspect import isawaitable
+from inspect import isawaitable, iscoroutinefunction
 from typing import Any
 
 import redis.asyncio
@@ -35,7 +35,13 @@ import redis.asyncio.client
 import redis.exceptions
 from redis.client import EMPTY_RESPONSE, NEVER_DECODE, CaseInsensitiveDict
 
-from ferrite_integrations._requests import EMPTY, needs_redis_py, reply_value
+from ferrite_integrations._requests import (
+    EMPTY,
+    callback_options,
+    find_callback,
+    needs_redis_py,
+    reply_value,
+)
 from ferrite_integrations._wire_async import run_batch, run_command
 from ferrite_integrations.pipeline import (
     IMMEDIATE,
@@ -76,25 +82,66 @@ Commands = Sequence[tuple[tuple[Any, ...], Mapping[str, Any]]]
 
 
 class AsyncHandle(HandleBase):
-    """The future result of one deferred command of an async scope."""
+    """The future result of one deferred command of an async scope.
 
-    __slots__ = ("_scope",)
+    A response callback that is a coroutine function (``set_response_callback``) runs when
+    the result is first awaited, in the awaiting task, or else when the scope ends; never
+    in a task of its own, so it may send commands through the same scope.
+    """
+
+    __slots__ = ("_later", "_running", "_scope")
 
     def __init__(self, scope: AsyncRequestScope | None, name: str) -> None:
         super().__init__(name)
         self._scope = scope
+        self._later: Callable[[], Awaitable[Any]] | None = None  # the callback still due
+        self._running: asyncio.Future[None] | None = None  # the callback being awaited
+
+    @property
+    def done(self) -> bool:
+        return super().done or self._later is not None or self._running is not None
 
     async def result(self) -> Any:
         """The reply; sends the scope's queue first if the command is still queued."""
         if not self.done and self._scope is not None:
             await self._scope.flush()
+        while self._later is not None or self._running is not None:
+            await self._run_callback()
         if self._error is not None:
             raise self._error
         return self._value
 
     def exception(self) -> BaseException | None:
-        """The command's error, or ``None`` (only meaningful once ``done``)."""
+        """The command's error, or ``None`` (only meaningful once ``done``; an async
+        callback's error is known once ``result()`` was awaited or the scope ended)."""
         return self._error
+
+    def _defer_callback(self, later: Callable[[], Awaitable[Any]]) -> None:
+        self._later = later
+
+    async def _run_callback(self) -> None:
+        """Await the due callback once; concurrent awaiters wait for that run. A run cut
+        short by cancellation leaves the callback due for the next awaiter."""
+        running = self._running
+        if running is not None:
+            await asyncio.shield(running)
+            return
+        later, self._later = self._later, None
+        if later is None:
+            return
+        running = self._running = asyncio.get_running_loop().create_future()
+        try:
+            self._value = await later()
+        except Exception as error:
+            self._error = error
+            if self._scope is not None:
+                self._scope._callback_failed(self.name, error)
+        except BaseException:
+            self._later = later  # cancelled: the next awaiter runs it
+            raise
+        finally:
+            self._running = None
+            running.set_result(None)
 
 
 class _AsyncQueue(redis.asyncio.client.Pipeline):
@@ -194,6 +241,7 @@ class AsyncRequestScope:
         self._sending = 0
         self._in_flight: set[asyncio.Future[list[Any]]] = set()
         self._pipeliner: AutoPipeliner | None = None
+        self._callbacks_due: list[AsyncHandle] = []  # async callbacks nobody awaited yet
         self.round_trips = 0
         self.commands_sent = 0
 
@@ -234,12 +282,52 @@ class AsyncRequestScope:
                 await self._drain()
             else:
                 await self.flush()
+            await self._run_due_callbacks()
         finally:
             if self._token is not None:
                 _active.reset(self._token)
                 self._token = None
         failures, self._failures = self._failures, []
         report_failures(failures, self.pool.record_batch, self.raise_on_error and error is None)
+
+    async def _run_due_callbacks(self) -> None:
+        """At the scope's end, in the exiting task: the async callbacks of replies nobody
+        awaited, so that their errors are reported with the scope's other failures."""
+        while self._callbacks_due:
+            due, self._callbacks_due = self._callbacks_due, []
+            for handle in due:
+                while handle._later is not None or handle._running is not None:
+                    await handle._run_callback()
+
+    def _callback_failed(self, name: str, error: BaseException) -> None:
+        """A deferred command's async callback failed: reported with the scope's failures,
+        or at once if the scope has already reported."""
+        if self._token is not None:
+            self._failures.append((name, error))
+        else:
+            report_failures([(name, error)], self.pool.record_batch, False)
+
+    def _settle(
+        self,
+        handles: list[AsyncHandle],
+        stack: list[Any],
+        raw: list[Any],
+        own: AsyncHandle | None,
+    ) -> None:
+        """``settle_batch``, except that a coroutine-function callback is not called here
+        (there may be no task left to await it): its handle runs it when awaited."""
+        callbacks = self.client.response_callbacks
+        plain = []
+        for handle, command, reply in zip(handles, stack, raw, strict=True):
+            later = _async_callback(callbacks, command, reply)
+            if later is None:
+                plain.append((handle, command, reply))
+            else:
+                handle._defer_callback(later)
+                self._callbacks_due.append(handle)
+        if plain:
+            settled, commands, replies = (list(part) for part in zip(*plain, strict=True))
+            settle_batch(settled, commands, replies, callbacks, own=own, failures=self._failures)
 
     def _defer(self, args: tuple[Any, ...], options: dict[str, Any]) -> AsyncHandle:
         name = command_name(args)
@@ -270,6 +358,7 @@ class AsyncRequestScope:
         nothing left to carry (a batch in flight delayed it), the command goes alone, through
         ``pipeliner`` when the caller's client batches."""
         name = command_name(args)
+        handle: AsyncHandle | None = None
         async with self._send_lock:
             await self._drain()
             if self._handles:
@@ -277,12 +366,14 @@ class AsyncRequestScope:
                 self._queue.command_stack.append((args, options))
                 self._handles.append(handle)
                 await self._send(handle)
-            elif pipeliner is None or name in BYPASS:
-                self._count(1)
-                return await self.client._direct(args, options)
-            else:
-                return await pipeliner.submit(args, options, name)
-        return await handle.result()
+        # Nothing of the scope was left to carry: the command goes alone, outside the lock
+        # (what it must follow has its replies), so its callback may use the scope too.
+        if handle is not None:
+            return await handle.result()
+        if pipeliner is None or name in BYPASS:
+            self._count(1)
+            return await self.client._direct(args, options)
+        return await pipeliner.submit(args, options, name)
 
     async def _send(self, own: AsyncHandle | None) -> None:
         # Caller holds _send_lock and has drained earlier batches. The queue is handed over
@@ -312,9 +403,7 @@ class AsyncRequestScope:
         finally:
             self._sending -= 1
         self._count(len(handles))
-        settle_batch(
-            handles, stack, raw, self.client.response_callbacks, own=own, failures=self._failures
-        )
+        self._settle(handles, stack, raw, own)
 
     async def _send_batch(self, stack: list[Any], scripts: set[Any]) -> list[Any]:
         if not scripts and not any(needs_redis_py(args) for args, _ in stack):
@@ -364,9 +453,7 @@ class AsyncRequestScope:
         raw = _group_replies(group, len(handles))
         self.round_trips += 1
         self.commands_sent += len(handles)
-        settle_batch(
-            handles, stack, raw, self.client.response_callbacks, own=own, failures=self._failures
-        )
+        self._settle(handles, stack, raw, own)
         # The scope ended before this group settled (its exit was cancelled while draining):
         # report now, or these failures would never be logged and counted.
         if self._token is None and self._failures:
@@ -398,6 +485,20 @@ class AsyncRequestScope:
         handles, self._handles = self._handles, []
         self._queue.command_stack = []
         discard_handles(handles)
+
+
+def _async_callback(
+    callbacks: Any, command: tuple[tuple[Any, ...], Mapping[str, Any]], reply: Any
+) -> Callable[[], Awaitable[Any]] | None:
+    """The command's response callback bound to its reply, not yet called, when it is a
+    coroutine function; ``None`` when ``settle_batch`` can apply it now."""
+    args, options = command
+    if isinstance(reply, BaseException) or reply is EMPTY:
+        return None
+    callback = find_callback(callbacks, args)
+    if callback is None or not iscoroutinefunction(callback):
+        return None
+    return partial(callback, reply, **callback_options(options))
 
 
 def _group_replies(group: asyncio.Future[list[Any]], size: int) -> list[Any]:

@@ -1,8 +1,9 @@
-"""Async response callbacks (``set_response_callback`` with a coroutine function) on the
-auto-pipeliner: awaited as redis-py awaits them, in the task that waits for the command,
-never in the task that reads the batch, so a callback may send commands through the same
-client. A callback's error belongs to its command. (Async request-scope handles still hand
-such a callback's awaitable to the caller: see CHANGELOG.)"""
+"""Async response callbacks (``set_response_callback`` with a coroutine function), awaited
+as redis-py awaits them. On the auto-pipeliner: in the task that waits for the command,
+never in the task that reads the batch. In an async request scope: when a handle's result
+is first awaited, in that task, or else at the scope's end, where its error is reported
+with the scope's other failures. Either way a callback may send commands through the same
+client or scope, and a callback's error belongs to its command."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 
-from ferrite_integrations import PoolManager
+from ferrite_integrations import PipelineError, PoolManager
 from ferrite_integrations.testing import EmbeddedServer
 from tests.conftest import run_then_close
 
@@ -99,3 +100,157 @@ def test_an_empty_response_is_returned_without_the_callback(manager: PoolManager
         return await client.mget([]), await client.mget(["absent"])
 
     assert run_then_close(manager, body) == ([], ("through the callback", [None]))
+
+
+# -- async request scopes -------------------------------------------------------------------
+
+
+@pytest.fixture(params=["own pipeline", "auto-pipeliner"])
+def batching(request: pytest.FixtureRequest) -> str:
+    """Whether the scope's batches go through the pool's auto-pipeliner (made by the first
+    ``async_client(auto_pipeline=True)`` on the loop) or through a pipeline of their own."""
+    return str(request.param)
+
+
+def scope_client(manager: PoolManager, batching: str, command: str, callback: Any) -> Any:
+    if batching == "auto-pipeliner":
+        manager.async_client(auto_pipeline=True)
+    client = manager.async_client()
+    client.set_response_callback(command, callback)
+    scope_client: Any = manager.arequest_scope().client
+    scope_client.set_response_callback(command, callback)
+    return client
+
+
+def test_a_deferred_commands_async_callback_is_awaited_by_result(
+    manager: PoolManager, direct: redis.Redis, batching: str
+) -> None:
+    direct.set("k", "value")
+
+    async def body() -> list[Any]:
+        scope_client(manager, batching, "GET", shout)
+        async with manager.arequest_scope() as scope:
+            first, missing = scope.deferred.get("k"), scope.deferred.get("none")
+            assert await scope.client.echo("sent") == b"sent"
+            return [await first.result(), await missing.result(), await first.result()]
+
+    assert run_then_close(manager, body) == [b"VALUE", None, b"VALUE"]
+
+
+def test_a_read_that_carries_the_queue_awaits_its_own_async_callback(
+    manager: PoolManager, batching: str
+) -> None:
+    async def body() -> Any:
+        scope_client(manager, batching, "GET", shout)
+        async with manager.arequest_scope() as scope:
+            scope.deferred.set("k", "written")
+            return await scope.client.get("k")  # carries the SET, then its own callback
+
+    assert run_then_close(manager, body) == b"WRITTEN"
+
+
+def test_an_async_callback_may_read_and_write_through_the_same_scope(
+    manager: PoolManager, direct: redis.Redis, batching: str
+) -> None:
+    direct.set("k", "value")
+    direct.set("suffix", "-checked")
+
+    async def body() -> Any:
+        scope: Any = None
+
+        async def look_up(response: bytes, **options: Any) -> bytes:
+            if response.startswith(b"-"):
+                return response
+            scope.deferred.set("seen", response)  # queued: the next read carries it
+            suffix: bytes = await scope.client.get("suffix")
+            return response + suffix
+
+        scope_client(manager, batching, "GET", look_up)
+        scope = manager.arequest_scope()
+        async with scope:
+            scope.deferred.set("other", "x")
+            read = scope.client.get("k")  # carries the queue; its callback uses the scope
+            return await asyncio.wait_for(read, 5)
+
+    assert run_then_close(manager, body) == b"value-checked"
+    assert direct.get("seen") == b"value"
+
+
+def test_an_async_callback_nobody_awaits_runs_at_the_scope_end_and_its_error_is_reported(
+    manager: PoolManager, direct: redis.Redis, batching: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    direct.set("k", "value")
+    ran: list[Any] = []
+
+    async def record(response: Any, **options: Any) -> Any:
+        await asyncio.sleep(0)
+        ran.append(response)
+        return response
+
+    async def body() -> Any:
+        scope_client(manager, batching, "GET", record)
+        scope_client(manager, batching, "HGET", refuse)
+        async with manager.arequest_scope(raise_on_error=True) as scope:
+            scope.deferred.get("k")
+            scope.deferred.hget("h", "f")
+            scope.deferred.set("after", "kept")
+
+    with pytest.raises(PipelineError) as caught:
+        run_then_close(manager, body)
+    assert ran == [b"value"]
+    assert [(name, str(error)) for name, error in caught.value.failures] == [
+        ("HGET", "the callback refused None")
+    ]
+    assert "Deferred HGET failed: ValueError: the callback refused None" in caplog.text
+    assert direct.get("after") == b"kept"
+
+
+def test_concurrent_awaiters_of_one_handle_run_its_callback_once(
+    manager: PoolManager, direct: redis.Redis, batching: str
+) -> None:
+    direct.set("k", "value")
+    calls: list[bytes] = []
+
+    async def slow(response: bytes, **options: Any) -> bytes:
+        calls.append(response)
+        await asyncio.sleep(0.01)
+        return response.upper()
+
+    async def body() -> list[Any]:
+        scope_client(manager, batching, "GET", slow)
+        async with manager.arequest_scope() as scope:
+            handle = scope.deferred.get("k")
+            await scope.flush()
+            return list(await asyncio.gather(*(handle.result() for _ in range(3))))
+
+    assert run_then_close(manager, body) == [b"VALUE"] * 3
+    assert calls == [b"value"]
+
+
+def test_an_awaiter_cancelled_in_the_callback_leaves_it_to_the_next_one(
+    manager: PoolManager, direct: redis.Redis, batching: str
+) -> None:
+    direct.set("k", "value")
+    started = asyncio.Event()
+    calls: list[bytes] = []
+
+    async def slow(response: bytes, **options: Any) -> bytes:
+        calls.append(response)
+        started.set()
+        await asyncio.sleep(0.05)
+        return response.upper()
+
+    async def body() -> Any:
+        scope_client(manager, batching, "GET", slow)
+        async with manager.arequest_scope() as scope:
+            handle = scope.deferred.get("k")
+            await scope.flush()
+            first = asyncio.ensure_future(handle.result())
+            await started.wait()
+            first.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await first
+            return await handle.result()
+
+    assert run_then_close(manager, body) == b"VALUE"
+    assert calls == [b"value", b"value"]
