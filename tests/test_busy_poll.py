@@ -65,7 +65,9 @@ def test_a_thread_that_busy_polls_no_longer_sleeps_on_each_round_trip(
     polling, sleeping = manager.client("polling"), manager.client("sleeping")
     polling.set("k", "v")
     assert _sleeps_during(sleeping, ROUND_TRIPS) > ROUND_TRIPS // 2
-    assert _sleeps_during(polling, ROUND_TRIPS) < ROUND_TRIPS // 4
+    # The fewest of three runs: a burst of load elsewhere on the machine can delay replies
+    # past the poll window for a while; without polling, every run sleeps on most GETs.
+    assert min(_sleeps_during(polling, ROUND_TRIPS) for _ in range(3)) < ROUND_TRIPS // 4
 
 
 class _Interrupted(BaseException):
