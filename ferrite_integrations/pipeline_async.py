@@ -116,12 +116,16 @@ class AsyncHandle(HandleBase):
         callback's error is known once ``result()`` was awaited or the scope ended)."""
         return self._error
 
-    def _defer_callback(self, later: Callable[[], Awaitable[Any]]) -> None:
-        self._later = later
+    def __repr__(self) -> str:
+        if self._later is not None or self._running is not None:
+            return f"<{type(self).__name__} {self.name} answered, callback due>"
+        return super().__repr__()
 
     async def _run_callback(self) -> None:
         """Await the due callback once; concurrent awaiters wait for that run. A run cut
-        short by cancellation leaves the callback due for the next awaiter."""
+        short because the awaiting task was cancelled leaves the callback due for the next
+        awaiter; any other outcome (a value, an error, the callback's own CancelledError)
+        is final."""
         running = self._running
         if running is not None:
             await asyncio.shield(running)
@@ -129,15 +133,27 @@ class AsyncHandle(HandleBase):
         later, self._later = self._later, None
         if later is None:
             return
+        scope = self._scope
+        if scope is not None:
+            scope._callbacks_due.pop(self, None)
         running = self._running = asyncio.get_running_loop().create_future()
         try:
             self._value = await later()
         except Exception as error:
             self._error = error
-            if self._scope is not None:
-                self._scope._callback_failed(self.name, error)
-        except BaseException:
-            self._later = later  # cancelled: the next awaiter runs it
+            if scope is not None:
+                scope._callback_failed(self.name, error)
+        except asyncio.CancelledError as error:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                self._later = later  # this awaiter was cancelled: the next one runs it
+                if scope is not None:
+                    scope._callbacks_due[self] = None
+            else:
+                self._error = error
+            raise
+        except BaseException as error:  # KeyboardInterrupt, SystemExit: never run again
+            self._error = error
             raise
         finally:
             self._running = None
@@ -241,7 +257,8 @@ class AsyncRequestScope:
         self._sending = 0
         self._in_flight: set[asyncio.Future[list[Any]]] = set()
         self._pipeliner: AutoPipeliner | None = None
-        self._callbacks_due: list[AsyncHandle] = []  # async callbacks nobody awaited yet
+        # Deferred commands whose async callback nobody awaited yet (insertion-ordered).
+        self._callbacks_due: dict[AsyncHandle, None] = {}
         self.round_trips = 0
         self.commands_sent = 0
 
@@ -273,31 +290,46 @@ class AsyncRequestScope:
         return self
 
     async def __aexit__(self, kind: Any, error: Any, traceback: Any) -> None:
-        self._depth -= 1
-        if self._depth > 0:
+        if self._depth > 1:
+            self._depth -= 1
             return
+        completed = False
         try:
+            # Still open (depth 1) while due callbacks run: they may defer and read too.
             if error is not None and self.on_error == "discard":
                 self._discard()
                 await self._drain()
+                await self._run_due_callbacks()
+                self._discard()
             else:
                 await self.flush()
-            await self._run_due_callbacks()
+                while self._callbacks_due:
+                    await self._run_due_callbacks()
+                    await self.flush()
+            completed = True
         finally:
+            self._depth -= 1
             if self._token is not None:
                 _active.reset(self._token)
                 self._token = None
-        failures, self._failures = self._failures, []
-        report_failures(failures, self.pool.record_batch, self.raise_on_error and error is None)
+            # Reported even when the exit itself fails or is cancelled; raised only after
+            # a clean exit of a body that did not raise.
+            failures, self._failures = self._failures, []
+            report_failures(
+                failures,
+                self.pool.record_batch,
+                completed and self.raise_on_error and error is None,
+            )
 
     async def _run_due_callbacks(self) -> None:
         """At the scope's end, in the exiting task: the async callbacks of replies nobody
-        awaited, so that their errors are reported with the scope's other failures."""
+        awaited, in order, so that their errors are reported with the scope's other
+        failures. Those not reached (the exit was cancelled) stay due."""
         while self._callbacks_due:
-            due, self._callbacks_due = self._callbacks_due, []
-            for handle in due:
-                while handle._later is not None or handle._running is not None:
-                    await handle._run_callback()
+            handle = next(iter(self._callbacks_due))
+            while handle._later is not None or handle._running is not None:
+                await handle._run_callback()
+            self._callbacks_due.pop(handle, None)
 
     def _callback_failed(self, name: str, error: BaseException) -> None:
         """A deferred command's async callback failed: reported with the scope's failures,
@@ -322,9 +354,10 @@ class AsyncRequestScope:
             later = _async_callback(callbacks, command, reply)
             if later is None:
                 plain.append((handle, command, reply))
-            else:
-                handle._defer_callback(later)
-                self._callbacks_due.append(handle)
+                continue
+            handle._later = later
+            if handle is not own:  # the caller of _send_with awaits its own
+                self._callbacks_due[handle] = None
         if plain:
             settled, commands, replies = (list(part) for part in zip(*plain, strict=True))
             settle_batch(settled, commands, replies, callbacks, own=own, failures=self._failures)
@@ -369,7 +402,8 @@ class AsyncRequestScope:
         # Nothing of the scope was left to carry: the command goes alone, outside the lock
         # (what it must follow has its replies), so its callback may use the scope too.
         if handle is not None:
-            return await handle.result()
+            value = await handle.result()
+            return await value if isawaitable(value) else value  # as redis-py's read does
         if pipeliner is None or name in BYPASS:
             self._count(1)
             return await self.client._direct(args, options)
@@ -496,9 +530,14 @@ def _async_callback(
     if isinstance(reply, BaseException) or reply is EMPTY:
         return None
     callback = find_callback(callbacks, args)
-    if callback is None or not iscoroutinefunction(callback):
+    if callback is None or not _is_async(callback):
         return None
     return partial(callback, reply, **callback_options(options))
+
+
+def _is_async(callback: Any) -> bool:
+    """A coroutine function, or an object whose ``__call__`` is one."""
+    return iscoroutinefunction(callback) or iscoroutinefunction(type(callback).__call__)
 
 
 def _group_replies(group: asyncio.Future[list[Any]], size: int) -> list[Any]:

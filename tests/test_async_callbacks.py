@@ -254,3 +254,131 @@ def test_an_awaiter_cancelled_in_the_callback_leaves_it_to_the_next_one(
 
     assert run_then_close(manager, body) == b"VALUE"
     assert calls == [b"value", b"value"]
+
+
+def test_an_exit_cancelled_while_callbacks_run_still_reports_the_scopes_failures(
+    manager: PoolManager, batching: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    started = asyncio.Event()
+
+    async def slow(response: Any, **options: Any) -> Any:
+        started.set()
+        await asyncio.sleep(5)
+        return response
+
+    async def body() -> int:
+        scope_client(manager, batching, "GET", slow)
+        await manager.async_client().set("s", "text")
+
+        async def request() -> None:
+            async with manager.arequest_scope() as scope:
+                scope.deferred.incr("s")  # the server refuses: a failure of the scope
+                scope.deferred.get("s")  # its callback runs at the exit, slowly
+
+        task = asyncio.ensure_future(request())
+        await started.wait()
+        task.cancel()  # the client went away while the exit ran the callback
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        failed: int = manager.async_pool().stats()["pipelining"]["failed_deferred"]
+        return failed
+
+    assert run_then_close(manager, body) == 1
+    assert "Deferred INCRBY failed: ResponseError" in caplog.text
+
+
+def test_a_callback_run_at_the_scope_end_may_defer_a_write(
+    manager: PoolManager, direct: redis.Redis, batching: str
+) -> None:
+    direct.set("k", "value")
+
+    async def body() -> None:
+        scope: Any = manager.arequest_scope()
+
+        async def remember(response: bytes, **options: Any) -> bytes:
+            scope.deferred.set("seen", response)  # deferred while the scope ends
+            return response
+
+        scope_client(manager, batching, "GET", remember)
+        async with scope:
+            scope.deferred.get("k")  # nobody awaits it: its callback runs at the end
+
+    run_then_close(manager, body)
+    assert direct.get("seen") == b"value"
+
+
+class Upper:
+    """A callback object whose ``__call__`` is a coroutine function."""
+
+    async def __call__(self, response: bytes | None, **options: Any) -> bytes | None:
+        await asyncio.sleep(0)
+        return None if response is None else response.upper()
+
+
+def test_a_callable_object_with_an_async_call_is_awaited_like_a_coroutine_function(
+    manager: PoolManager, direct: redis.Redis, batching: str
+) -> None:
+    direct.set("k", "value")
+
+    async def body() -> list[Any]:
+        scope_client(manager, batching, "GET", Upper())
+        async with manager.arequest_scope() as scope:
+            alone = await scope.client.get("k")
+            handle = scope.deferred.get("k")
+            scope.deferred.set("other", "x")
+            carrying = await scope.client.get("k")  # carries the queue
+            return [alone, carrying, await handle.result()]
+
+    assert run_then_close(manager, body) == [b"VALUE"] * 3
+
+
+def test_a_callbacks_own_cancelled_error_is_its_outcome_and_it_never_runs_again(
+    manager: PoolManager, batching: str
+) -> None:
+    calls: list[Any] = []
+
+    async def gives_up(response: Any, **options: Any) -> Any:
+        calls.append(response)
+        cancelled = asyncio.get_running_loop().create_future()
+        cancelled.cancel()
+        return await cancelled  # raises CancelledError in a task nobody cancelled
+
+    async def body() -> Any:
+        scope_client(manager, batching, "GET", gives_up)
+        async with manager.arequest_scope() as scope:
+            handle = scope.deferred.get("k")
+            await scope.flush()
+            with pytest.raises(asyncio.CancelledError):
+                await handle.result()
+            with pytest.raises(asyncio.CancelledError):
+                await handle.result()  # the same outcome, not a second run
+        return handle.done
+
+    assert run_then_close(manager, body) is True
+    assert calls == [None]
+
+
+def test_a_cancelled_reads_callback_is_not_run_again_at_the_scope_end(
+    manager: PoolManager, batching: str
+) -> None:
+    started = asyncio.Event()
+    calls: list[Any] = []
+
+    async def slow(response: Any, **options: Any) -> Any:
+        calls.append(response)
+        started.set()
+        await asyncio.sleep(5)
+        return response
+
+    async def body() -> None:
+        scope_client(manager, batching, "GET", slow)
+        async with manager.arequest_scope() as scope:
+            scope.deferred.set("k", "v")
+            read = asyncio.ensure_future(scope.client.get("k"))  # carries the SET
+            await started.wait()
+            read.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await read
+
+    run_then_close(manager, body)
+    assert calls == [b"v"]
