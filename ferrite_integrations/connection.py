@@ -21,6 +21,7 @@ import ssl
 from time import monotonic, perf_counter
 from typing import Any, NoReturn
 
+import redis
 import redis.asyncio.connection as async_connection
 import redis.connection as sync_connection
 import redis.exceptions
@@ -44,6 +45,10 @@ __all__ = [
 
 _CONNECT_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 _RESP3 = ("3", 3)
+# The sync connection sends and reads itself, with the bodies of redis-py's own
+# send_packed_command and read_response (identical from 8.0.0 to 8.1.x); any other
+# version goes through redis-py's methods.
+OWN_IO = redis.__version__.startswith(("8.0.", "8.1."))
 # Refusals that say nothing about the server's health: a wrong password or ACL must not open
 # the breaker that every correctly configured pool of the same server shares.
 _NOT_OUTAGES = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
@@ -66,7 +71,10 @@ def _write_failure(exc: BaseException) -> BaseException:
         return redis.exceptions.TimeoutError("Timeout writing to socket")
     if isinstance(exc, OSError):
         args = exc.args
-        errno, message = args[:2] if len(args) > 1 else ("UNKNOWN", args[0] if args else exc)
+        if len(args) > 1:
+            errno, message = args[:2]
+        else:  # (redis-py itself fails with IndexError on an OSError without arguments)
+            errno, message = "UNKNOWN", args[0] if args else type(exc).__name__
         return redis.exceptions.ConnectionError(
             f"Error {errno} while writing to socket. {message}."
         )
@@ -210,15 +218,20 @@ class _ExplainingConnection(sync_connection.AbstractConnection):
         # A request of several commands may have complete commands on the server as soon
         # as its first bytes leave; a single command is incomplete until the last byte.
         self.ferrite_sent = len(request) > 1 and not self.ferrite_connecting
-        sock: Any = self._sock
-        # redis-py's own send, inlined (one call layer fewer on every command).
-        try:
-            if isinstance(command, str):
-                command = [command]
-            for item in command:
-                sock.sendall(item)
-        except BaseException as exc:
-            raise self._ferrite_failed(_write_failure(exc), close=True)  # noqa: B904
+        if OWN_IO:  # redis-py's own send, inlined (one call layer fewer on every command)
+            sock: Any = self._sock
+            try:
+                if isinstance(command, str):
+                    command = [command]
+                for item in command:
+                    sock.sendall(item)
+            except BaseException as exc:
+                raise self._ferrite_failed(_write_failure(exc), close=True)  # noqa: B904
+        else:
+            try:
+                super().send_packed_command(command, False)  # type: ignore[no-untyped-call]
+            except _CONNECT_ERRORS as exc:
+                raise self._ferrite_failed(exc, close=False)  # noqa: B904 (it has closed)
         self.ferrite_sent = not self.ferrite_connecting  # a handshake is always safe to redo
         self.ferrite_reply_due = self.ferrite_busy_poll > 0
 
@@ -233,8 +246,8 @@ class _ExplainingConnection(sync_connection.AbstractConnection):
     ) -> Any:
         if self.ferrite_reply_due:
             self._ferrite_poll_first(close_if_interrupted=disconnect_on_error)
-        if newer:  # an argument of a newer redis-py: its own read
-            return super().read_response(
+        if newer or not OWN_IO:  # an argument or a version of redis-py not checked here
+            return self._ferrite_read_via_redis_py(
                 disable_decoding,
                 timeout=timeout,
                 disconnect_on_error=disconnect_on_error,
@@ -242,7 +255,8 @@ class _ExplainingConnection(sync_connection.AbstractConnection):
                 **newer,
             )
         # redis-py's read_response, inlined (one call layer fewer on every command): the
-        # same parser calls, errors and closes; the host is named only when a read failed.
+        # same parser calls, errors and closes.
+        host_error = self._host_error()  # type: ignore[no-untyped-call]
         try:
             if self.protocol in _RESP3:
                 response = self._parser.read_response(
@@ -253,7 +267,7 @@ class _ExplainingConnection(sync_connection.AbstractConnection):
                     disable_decoding=disable_decoding, timeout=timeout
                 )
         except BaseException as exc:
-            failure = _read_failure(exc, self._host_error())  # type: ignore[no-untyped-call]
+            failure = _read_failure(exc, host_error)
             raise self._ferrite_failed(failure, close=disconnect_on_error)  # noqa: B904
         if self.health_check_interval:
             self.next_health_check = monotonic() + self.health_check_interval  # type: ignore[assignment]
@@ -265,6 +279,15 @@ class _ExplainingConnection(sync_connection.AbstractConnection):
         breaker = self.ferrite_breaker
         if breaker is not None and not self.ferrite_connecting:
             breaker.succeeded()
+        return response
+
+    def _ferrite_read_via_redis_py(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            response = super().read_response(*args, **kwargs)
+        except _CONNECT_ERRORS as exc:
+            raise self._ferrite_failed(exc, close=False)  # noqa: B904 (it has closed)
+        if self.ferrite_breaker is not None and not self.ferrite_connecting:
+            self.ferrite_breaker.succeeded()
         return response
 
     def _ferrite_failed(self, failure: BaseException, *, close: bool) -> BaseException:

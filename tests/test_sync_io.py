@@ -1,7 +1,9 @@
 """The sync connection sends and reads on its own (one call layer fewer than redis-py's
-``send_packed_command`` / ``read_response``): every failure a user can meet there must
-come out exactly as redis-py's own connection reports it, with the same type and message,
-and leave the connection closed (or open) as redis-py's does."""
+``send_packed_command`` / ``read_response``) on the redis-py versions it was checked
+against, and through redis-py's methods on any other: on both paths every failure a user
+can meet must come out exactly as redis-py's own connection reports it, with the same type
+and message, leave the connection closed (or open) as redis-py's does, and reach the
+circuit breaker."""
 
 from __future__ import annotations
 
@@ -14,12 +16,20 @@ import pytest
 import redis
 import redis.connection
 
+import ferrite_integrations.connection as ferrite_connection
 from ferrite_integrations.breaker import CircuitBreaker
 from ferrite_integrations.connection import Connection
 from ferrite_integrations.testing import EmbeddedServer, FaultProxy
 
 Factory = Callable[..., Any]
 KINDS: dict[str, Factory] = {"redis-py": redis.connection.Connection, "ferrite": Connection}
+
+
+@pytest.fixture(autouse=True, params=["own", "redis-py's"])
+def io_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both of our paths: the inlined send and read (redis-py versions checked against),
+    and redis-py's own methods (any other version)."""
+    monkeypatch.setattr(ferrite_connection, "OWN_IO", request.param == "own")
 
 
 def _failure(call: Callable[[], object]) -> tuple[type[BaseException], str]:

@@ -68,12 +68,6 @@ class FerriteCache(BaseCache):
     def __init__(self, server: Any, params: dict[str, Any]) -> None:
         super().__init__(params)
         self._manager = get_manager()
-        # make_and_validate_key's one-step form gives the same key unless a subclass
-        # changed how keys are made or checked.
-        cls = type(self)
-        self._one_step_keys = (
-            cls.make_key is BaseCache.make_key and cls.validate_key is FerriteCache.validate_key
-        )
         # Django builds every cache in its own system checks (``manage.py check``,
         # ``runserver``) before ferrite.E001 can report a bad entry, so a ConfigError is
         # kept here and raised on first use instead (as Django's RedisCache does).
@@ -147,8 +141,16 @@ class FerriteCache(BaseCache):
 
     def make_and_validate_key(self, key: Any, version: Any = None) -> Any:
         """Django's ``make_key`` then ``validate_key``: in one step (the same key, the same
-        warnings) while the key function is Django's default."""
-        if not (self._one_step_keys and self.key_func is default_key_func):
+        warnings) while the key function is Django's default and neither method was
+        overridden or patched (on the class or on this cache)."""
+        cls = type(self)
+        if (
+            self.key_func is not default_key_func
+            or cls.make_key is not _DJANGO_MAKE_KEY
+            or cls.validate_key is not _OWN_VALIDATE_KEY
+            or "make_key" in self.__dict__
+            or "validate_key" in self.__dict__
+        ):
             return super().make_and_validate_key(key, version=version)
         made = "%s:%s:%s" % (  # noqa: UP031 (default_key_func's own formatting)
             self.key_prefix,
@@ -183,7 +185,7 @@ class FerriteCache(BaseCache):
     def _command(self, default: Any, *args: Any) -> Any:
         """One wire command on the shared client; with ``ignore_exceptions``, ``default``
         while the server is away."""
-        client = self.__dict__.get("_client") or self.get_client()
+        client = self.get_client()
         if not self._ignore_exceptions:
             return client.execute_command(*args)
         call = partial(client.execute_command, *args)
@@ -543,3 +545,9 @@ def _found(reply: Any, key: str) -> int:
     if reply is None:
         raise ValueError(f"Key '{key}' not found.")
     return int(reply)
+
+
+# The methods make_and_validate_key's one step stands for, as first defined: a patch or an
+# override of either (even made after a cache was built) turns the one step off.
+_DJANGO_MAKE_KEY = BaseCache.make_key
+_OWN_VALIDATE_KEY = FerriteCache.validate_key

@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, NamedTuple
+from unittest import mock
 
 import pytest
 import redis
@@ -538,6 +539,14 @@ def test_a_subclass_that_makes_or_checks_keys_its_own_way_is_obeyed(
     strict = StrictCache(ferrite_server.url, {})
     with pytest.raises(ValueError, match="refused: :1:forbidden"):
         strict.get("forbidden")
+    # Patched after the cache was built (mock.patch), on the cache or on its class.
+    plain = FerriteCache(ferrite_server.url, {})
+    with mock.patch.object(plain, "make_key", lambda key, version=None: f"patched:{key}"):
+        plain.set("k", "v")
+    refuse = mock.patch.object(FerriteCache, "validate_key", side_effect=ValueError("checked"))
+    with refuse, pytest.raises(ValueError, match="checked"):
+        plain.get("k")
+    assert raw.get("patched:k") is not None
     raw.close()
 
 
