@@ -176,10 +176,16 @@ def settle_batch(
     *,
     own: HandleBase | None,
     failures: Failures,
+    later: Callable[[Any, tuple[tuple[Any, ...], Mapping[str, Any]], Any], bool] | None = None,
 ) -> None:
     """Give each handle of a sent batch its own outcome; failures of deferred commands (not
-    of the command a caller awaits itself) are kept for the scope's report."""
-    for handle, (args, options), reply in zip(handles, stack, raw, strict=True):
+    of the command a caller awaits itself) are kept for the scope's report. ``later``, if
+    given, may take a handle, its command and its raw reply to settle them itself later
+    (it returns whether it did)."""
+    for handle, command, reply in zip(handles, stack, raw, strict=True):
+        if later is not None and later(handle, command, reply):
+            continue
+        args, options = command
         outcome = apply_callback(callbacks, args, options, reply)
         handle._settle(outcome)
         if isinstance(outcome, BaseException) and handle is not own:

@@ -99,13 +99,18 @@ class AsyncHandle(HandleBase):
 
     @property
     def done(self) -> bool:
-        return super().done or self._later is not None or self._running is not None
+        return super().done or self._callback_due
+
+    @property
+    def _callback_due(self) -> bool:
+        """The reply is in, and its async callback has not finished running."""
+        return self._later is not None or self._running is not None
 
     async def result(self) -> Any:
         """The reply; sends the scope's queue first if the command is still queued."""
         if not self.done and self._scope is not None:
             await self._scope.flush()
-        while self._later is not None or self._running is not None:
+        while self._callback_due:
             await self._run_callback()
         if self._error is not None:
             raise self._error
@@ -117,7 +122,7 @@ class AsyncHandle(HandleBase):
         return self._error
 
     def __repr__(self) -> str:
-        if self._later is not None or self._running is not None:
+        if self._callback_due:
             return f"<{type(self).__name__} {self.name} answered, callback due>"
         return super().__repr__()
 
@@ -327,7 +332,7 @@ class AsyncRequestScope:
         failures. Those not reached (the exit was cancelled) stay due."""
         while self._callbacks_due:
             handle = next(iter(self._callbacks_due))
-            while handle._later is not None or handle._running is not None:
+            while handle._callback_due:
                 await handle._run_callback()
             self._callbacks_due.pop(handle, None)
 
@@ -349,18 +354,17 @@ class AsyncRequestScope:
         """``settle_batch``, except that a coroutine-function callback is not called here
         (there may be no task left to await it): its handle runs it when awaited."""
         callbacks = self.client.response_callbacks
-        plain = []
-        for handle, command, reply in zip(handles, stack, raw, strict=True):
-            later = _async_callback(callbacks, command, reply)
-            if later is None:
-                plain.append((handle, command, reply))
-                continue
-            handle._later = later
+
+        def later(handle: AsyncHandle, command: Any, reply: Any) -> bool:
+            bound = _async_callback(callbacks, command, reply)
+            if bound is None:
+                return False
+            handle._later = bound
             if handle is not own:  # the caller of _send_with awaits its own
                 self._callbacks_due[handle] = None
-        if plain:
-            settled, commands, replies = (list(part) for part in zip(*plain, strict=True))
-            settle_batch(settled, commands, replies, callbacks, own=own, failures=self._failures)
+            return True
+
+        settle_batch(handles, stack, raw, callbacks, own=own, failures=self._failures, later=later)
 
     def _defer(self, args: tuple[Any, ...], options: dict[str, Any]) -> AsyncHandle:
         name = command_name(args)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import select
 import threading
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -52,16 +53,28 @@ def paused(server: EmbeddedServer) -> Iterator[EmbeddedServer]:
         server.resume()
 
 
+def _fail_while_paused(
+    server: EmbeddedServer, factory: Factory, act: Callable[[Any], object]
+) -> tuple[Any, tuple[type[BaseException], str]]:
+    """A connection (0.2 s socket timeout), and how ``act`` on it fails while the server is
+    paused; the server runs again afterwards."""
+    connection = factory(host=server.host, port=server.port, socket_timeout=0.2)
+    connection.connect()
+    server.pause()
+    try:
+        return connection, _failure(lambda: act(connection))
+    finally:
+        server.resume()
+
+
+def _get_then_read(connection: Any, **read: Any) -> object:
+    connection.send_command("GET", "k")
+    return connection.read_response(**read)
+
+
 def test_a_read_that_times_out_fails_and_closes_as_redis_pys_does(paused: EmbeddedServer) -> None:
     def scenario(factory: Factory) -> tuple[Any, ...]:
-        connection = factory(host=paused.host, port=paused.port, socket_timeout=0.2)
-        connection.connect()
-        paused.pause()
-        try:
-            connection.send_command("GET", "k")
-            failure = _failure(connection.read_response)
-        finally:
-            paused.resume()
+        connection, failure = _fail_while_paused(paused, factory, _get_then_read)
         return failure, connection._sock is None
 
     failure, closed = _both(scenario)
@@ -72,14 +85,8 @@ def test_a_read_that_times_out_fails_and_closes_as_redis_pys_does(paused: Embedd
 
 def test_a_read_told_not_to_close_on_error_keeps_the_connection(paused: EmbeddedServer) -> None:
     def scenario(factory: Factory) -> tuple[Any, ...]:
-        connection = factory(host=paused.host, port=paused.port, socket_timeout=0.2)
-        connection.connect()
-        paused.pause()
-        try:
-            connection.send_command("GET", "k")
-            failure = _failure(lambda: connection.read_response(disconnect_on_error=False))
-        finally:
-            paused.resume()
+        keep = partial(_get_then_read, disconnect_on_error=False)
+        connection, failure = _fail_while_paused(paused, factory, keep)
         # The reply arrives once the server runs again, on the connection kept open.
         reply = connection.read_response(timeout=5)
         connection.disconnect()
@@ -136,13 +143,9 @@ def test_a_write_the_server_does_not_take_fails_as_redis_pys_does(paused: Embedd
     value = b"x" * (48 << 20)  # more than the loopback socket buffers hold
 
     def scenario(factory: Factory) -> tuple[Any, ...]:
-        connection = factory(host=paused.host, port=paused.port, socket_timeout=0.2)
-        connection.connect()
-        paused.pause()
-        try:
-            failure = _failure(lambda: connection.send_command("SET", "big", value))
-        finally:
-            paused.resume()
+        connection, failure = _fail_while_paused(
+            paused, factory, lambda connection: connection.send_command("SET", "big", value)
+        )
         return failure, connection._sock is None
 
     assert _both(scenario) == ((redis.TimeoutError, "Timeout writing to socket"), True)

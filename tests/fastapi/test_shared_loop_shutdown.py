@@ -25,6 +25,17 @@ def _app(manager: PoolManager, alias: str, url: str, **options: Any) -> FastAPI:
     return FastAPI(lifespan=ferrite_lifespan(pools=pools, manager=manager))
 
 
+def _two_apps(
+    manager: PoolManager, client_name: str, url_a: str, url_b: str
+) -> tuple[str, str, FastAPI, FastAPI]:
+    """App A (pool "a", min_idle 2 at ``url_a``) and app B (pool "b", min_idle 1 at
+    ``url_b``), with the client names their connections carry."""
+    mine, theirs = f"{client_name}-a", f"{client_name}-b"
+    app_a = _app(manager, "a", url_a, min_idle=2, client_name=mine)
+    app_b = _app(manager, "b", url_b, min_idle=1, client_name=theirs)
+    return mine, theirs, app_a, app_b
+
+
 async def _stays_closed(server: EmbeddedServer, name: str) -> None:
     # closed on the client side; the server may answer CLIENT LIST before it reads the FIN
     await await_until(lambda: server.connected_clients(name) == 0)
@@ -36,9 +47,7 @@ async def _stays_closed(server: EmbeddedServer, name: str) -> None:
 async def test_an_app_stopping_on_a_shared_loop_closes_the_pools_it_used_alone(
     server: EmbeddedServer, manager: PoolManager, client_name: str
 ) -> None:
-    mine, theirs = f"{client_name}-a", f"{client_name}-b"
-    app_a = _app(manager, "a", server.url, min_idle=2, client_name=mine)
-    app_b = _app(manager, "b", server.url, min_idle=1, client_name=theirs)
+    mine, theirs, app_a, app_b = _two_apps(manager, client_name, server.url, server.url)
     async with LifespanManager(app_b):
         async with LifespanManager(app_a):
             assert server.connected_clients(mine) == 2
@@ -57,9 +66,7 @@ async def test_an_app_stopping_on_a_shared_loop_closes_the_pools_it_used_alone(
 async def test_an_app_stopping_while_the_monitor_tops_its_pool_up(
     server: EmbeddedServer, proxy: FaultProxy, manager: PoolManager, client_name: str
 ) -> None:
-    mine, theirs = f"{client_name}-a", f"{client_name}-b"
-    app_a = _app(manager, "a", proxy.url, min_idle=2, client_name=mine)
-    app_b = _app(manager, "b", server.url, min_idle=1, client_name=theirs)
+    mine, theirs, app_a, app_b = _two_apps(manager, client_name, proxy.url, server.url)
     async with LifespanManager(app_b):
         async with LifespanManager(app_a):
             proxy.delay(0.03)
