@@ -15,6 +15,7 @@ Sync and async classes share the explanation code; the I/O itself stays redis-py
 from __future__ import annotations
 
 import asyncio
+import inspect
 import select
 import socket
 import ssl
@@ -149,6 +150,40 @@ def _readable_now(connection: Any, sock: Any) -> bool:
         poller.register(sock, select.POLLIN)
         watch = connection.ferrite_watch = (sock, poller)
     return bool(watch[1].poll(0))
+
+
+# How long an async borrow check waits for the rest of a push the reader holds in part.
+_PUSH_REST_WAIT = 0.05
+
+
+class _CountedPushes:
+    """While open, counts the pushes that ``parser`` hands to its push handlers (sync or
+    async parser alike); the handlers themselves still run."""
+
+    def __init__(self, parser: Any) -> None:
+        self.parser = parser
+        self.count = 0
+
+    def __enter__(self) -> _CountedPushes:
+        handle = self.parser.handle_push_response
+        if inspect.iscoroutinefunction(handle):
+
+            async def counted_async(response: Any, **kwargs: Any) -> Any:
+                self.count += 1
+                return await handle(response, **kwargs)
+
+            self.parser.handle_push_response = counted_async
+        else:
+
+            def counted(response: Any, **kwargs: Any) -> Any:
+                self.count += 1
+                return handle(response, **kwargs)
+
+            self.parser.handle_push_response = counted
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        del self.parser.handle_push_response  # the class's method again
 
 
 class _ExplainingConnection(sync_connection.AbstractConnection):
@@ -341,9 +376,27 @@ class _ExplainingConnection(sync_connection.AbstractConnection):
         if not _readable_now(self, sock):
             return True
         try:  # readable: a TLS record without data is fine, a reply or an EOF is not
-            return not self.can_read(timeout=0)
+            return not self.can_read(timeout=0) or self._ferrite_only_pushes()
         except (*_CONNECT_ERRORS, OSError):
             return False
+
+    def _ferrite_only_pushes(self) -> bool:
+        """RESP3: hand the pushes waiting on this idle connection (a ``CLIENT TRACKING``
+        invalidation) to the parser's push handlers, as its next read would; ``False`` when
+        anything else waits, or a push is not all there yet."""
+        if self.protocol not in _RESP3:
+            return False
+        parser = self._parser
+        with _CountedPushes(parser) as pushes:
+            while self.can_read(timeout=0):
+                before = pushes.count
+                try:
+                    parser.read_response(push_request=True, timeout=0)
+                except (*_CONNECT_ERRORS, OSError, redis.exceptions.ResponseError):
+                    return False
+                if pushes.count == before:
+                    return False
+        return True
 
 
 class _AsyncExplainingConnection(async_connection.AbstractConnection):
@@ -490,12 +543,34 @@ class _AsyncExplainingConnection(async_connection.AbstractConnection):
                 # transport without leaving anything for can_read to see.
                 for _ in range(_READER_TURNS):
                     await asyncio.sleep(0)
-                    if writer.transport.is_closing() or await self.can_read():
+                    if writer.transport.is_closing():
                         return False
-                return True  # a TLS record without data: nothing reached the reader
-            return not await self.can_read()
+                    if await self.can_read():
+                        break
+                else:
+                    return True  # a TLS record without data: nothing reached the reader
+            return not await self.can_read() or await self._ferrite_only_pushes()
         except (*_CONNECT_ERRORS, OSError):
             return False
+
+    async def _ferrite_only_pushes(self) -> bool:
+        """The async twin of ``_ExplainingConnection._ferrite_only_pushes``: a push the
+        reader holds only in part gets ``_PUSH_REST_WAIT`` seconds for the rest."""
+        if self.protocol not in _RESP3:
+            return False
+        parser: Any = self._parser
+        with _CountedPushes(parser) as pushes:
+            while await self.can_read():
+                before = pushes.count
+                try:
+                    async with asyncio.timeout(_PUSH_REST_WAIT):
+                        await parser.read_response(push_request=True)
+                except (*_CONNECT_ERRORS, OSError, redis.exceptions.ResponseError):
+                    return False  # (asyncio's TimeoutError is an OSError)
+                if pushes.count == before:
+                    return False
+        writer = self._writer
+        return writer is not None and not writer.transport.is_closing()
 
 
 class Connection(_ExplainingConnection, sync_connection.Connection):
