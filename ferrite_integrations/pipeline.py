@@ -251,6 +251,11 @@ class _FlushingPipeline(redis.client.Pipeline):
         _flush_current(self.connection_pool)
         return super().execute(raise_on_error)
 
+    def immediate_execute_command(self, *args: Any, **options: Any) -> Any:
+        # WATCH and the reads after it run at once (optimistic locking): after the queue.
+        _flush_current(self.connection_pool)
+        return super().immediate_execute_command(*args, **options)  # type: ignore[no-untyped-call]
+
 
 class ScopeClient(redis.Redis):
     """A ``redis.Redis`` on a pool whose commands first send what the current request
@@ -284,7 +289,7 @@ class ScopeClient(redis.Redis):
 
 def _scope_for(pool: Any) -> RequestScope | None:
     for scope in reversed(_active.get()):
-        if scope.pool is pool:
+        if scope.pool is pool and scope.open:
             return scope
     return None
 
@@ -298,7 +303,7 @@ def _flush_current(pool: Any) -> None:
 def current_scope(alias: str | None = None) -> RequestScope | None:
     """The innermost request scope open in this context (for ``alias``, if given)."""
     for scope in reversed(_active.get()):
-        if alias is None or alias in scope.aliases:
+        if scope.open and (alias is None or alias in scope.aliases):
             return scope
     return None
 
@@ -364,6 +369,12 @@ class RequestScope:
         """Whether commands are queued or a batch is in flight: a read must go after them."""
         return bool(self._handles) or self._sending > 0
 
+    @property
+    def open(self) -> bool:
+        """Whether the scope is entered and not yet left. A context copied during the
+        request (a thread, a task) can outlive it: an ended scope is not found there."""
+        return self._depth > 0
+
     def flush(self) -> None:
         """Send everything queued now, in one round trip."""
         with self._send_lock:
@@ -379,19 +390,28 @@ class RequestScope:
         return self
 
     def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
-        self._depth -= 1
-        if self._depth > 0:
-            return
-        try:
-            if error is not None and self.on_error == "discard":
-                self._discard()
-            else:
-                self.flush()
-        finally:
-            if self._token is not None:
-                _active.reset(self._token)
-                self._token = None
-        self._report(raising=error is None)
+        completed = False
+        # Under the send lock: a thread sharing this scope through a copied context either
+        # queued before this final flush (and is sent by it) or finds the scope closed and
+        # sends at once (_defer checks _depth under the same lock).
+        with self._send_lock:
+            self._depth -= 1
+            if self._depth > 0:
+                return
+            try:
+                if error is not None and self.on_error == "discard":
+                    self._discard()
+                else:
+                    self.flush()
+                completed = True
+            finally:
+                if self._token is not None:
+                    _active.reset(self._token)
+                    self._token = None
+                # Reported even when the flush is interrupted (a BaseException such as a
+                # request timeout's); raised only after a clean exit of a body that did not
+                # raise.
+                self._report(raising=completed and error is None)
 
     # -- internals --------------------------------------------------------------------------
 
@@ -399,7 +419,14 @@ class RequestScope:
         name = command_name(args)
         if name in STATEFUL:
             raise stateful_error(name)
-        if name in IMMEDIATE or self._depth == 0:
+        with self._send_lock:
+            if name not in IMMEDIATE and self._depth > 0:
+                handle = Handle(self, name)
+                self._queue.command_stack.append((args, options))
+                self._handles.append(handle)
+                return handle
+            # Sent at once: a blocking command, or the scope has ended (a thread that
+            # shares it through a copied context can outlive it).
             handle = Handle(None, name)
             try:
                 handle._settle(self._send_with(args, options))
@@ -408,11 +435,6 @@ class RequestScope:
                 if self._depth > 0:
                     self._failures.append((name, failure))
             return handle
-        handle = Handle(self, name)
-        with self._send_lock:
-            self._queue.command_stack.append((args, options))
-            self._handles.append(handle)
-        return handle
 
     def _send_with(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
         """Send the queue and this command together; return this command's reply."""

@@ -193,6 +193,13 @@ class _FlushingPipeline(redis.asyncio.client.Pipeline):
         result: list[Any] = await super().execute(raise_on_error)
         return result
 
+    async def immediate_execute_command(self, *args: Any, **options: Any) -> Any:
+        # WATCH and the reads after it run at once (optimistic locking): after the queue.
+        scope = _scope_for(self.connection_pool)
+        if scope is not None:
+            await scope.flush()
+        return await super().immediate_execute_command(*args, **options)  # type: ignore[no-untyped-call]
+
 
 class AsyncScopeClient(redis.asyncio.Redis):
     """A ``redis.asyncio.Redis`` whose commands first send what the current async request
@@ -218,7 +225,7 @@ class AsyncScopeClient(redis.asyncio.Redis):
 
 def _scope_for(pool: Any) -> AsyncRequestScope | None:
     for scope in reversed(_active.get()):
-        if scope.pool is pool:
+        if scope.pool is pool and scope.open:
             return scope
     return None
 
@@ -226,7 +233,7 @@ def _scope_for(pool: Any) -> AsyncRequestScope | None:
 def current_async_scope(alias: str | None = None) -> AsyncRequestScope | None:
     """The innermost async request scope open in this context (for ``alias``, if given)."""
     for scope in reversed(_active.get()):
-        if alias is None or alias in scope.aliases:
+        if scope.open and (alias is None or alias in scope.aliases):
             return scope
     return None
 
@@ -280,6 +287,12 @@ class AsyncRequestScope:
         """Whether commands are queued or a batch is in flight: a read must go after them."""
         return bool(self._handles) or self._sending > 0
 
+    @property
+    def open(self) -> bool:
+        """Whether the scope is entered and not yet left. A task created during the
+        request inherits its context and can outlive it: an ended scope is not found there."""
+        return self._depth > 0
+
     async def flush(self) -> None:
         """Send everything queued now, in one round trip; return once every batch of the
         scope (also one whose sender was cancelled) has its replies."""
@@ -307,8 +320,10 @@ class AsyncRequestScope:
                 await self._run_due_callbacks()
                 self._discard()
             else:
+                # Until nothing is left: a task sharing the scope may queue more while the
+                # flush awaits; nothing can between the last check and the close below.
                 await self.flush()
-                while self._callbacks_due:
+                while self._callbacks_due or self._handles:
                     await self._run_due_callbacks()
                     await self.flush()
             completed = True
@@ -434,7 +449,8 @@ class AsyncRequestScope:
             )
             for handle in handles:
                 handle._settle(unknown)
-                self._failures.append((handle.name, unknown))
+                if handle is not own:  # the cancelled caller's own read is not deferred
+                    self._failures.append((handle.name, unknown))
             raise
         except Exception as failure:  # nothing can be assumed applied: all fail
             raw = [failure] * len(handles)

@@ -197,6 +197,13 @@ class ValueCodec:
                 option="compress_min_size",
             )
         self.serializer = serializer_named(serializer)
+        # Built-in serializers only: ints are stored as decimal text (INCR works on them)
+        # and read back first as such. No pickle, JSON or msgpack output of anything else
+        # reads as a decimal integer once int subclasses (which msgpack would write as one
+        # byte, b"1" for 49) are stored that way too. A custom serializer, as in Django,
+        # gets every value.
+        self._raw_ints = serializer in _SERIALIZERS
+        self._raw_int_subclasses = serializer == "msgpack"
         self.compress_min_size = compress_min_size
         self._compressor = compressor_named(compressor) if compressor is not None else None
         self._readers: dict[bytes, Compressor] = {}
@@ -204,9 +211,13 @@ class ValueCodec:
             self._readers[self._compressor[0]] = self._compressor[1]
 
     def dumps(self, value: Any) -> bytes | int:
-        # type() rather than isinstance(): True must not be stored as 1.
-        if type(value) is int:
-            return value
+        # type() rather than isinstance(): True must not be stored as 1, and pickle keeps
+        # an int subclass's type.
+        if self._raw_ints and (
+            type(value) is int
+            or (self._raw_int_subclasses and isinstance(value, int) and type(value) is not bool)
+        ):
+            return int(value)
         data = self.serializer.dumps(value)
         if self._compressor is not None and len(data) >= self.compress_min_size:
             tag, compressor = self._compressor
@@ -216,7 +227,7 @@ class ValueCodec:
     def loads(self, data: bytes) -> Any:
         if data[:2] == _COMPRESSED:
             data = self._reader(data[2:3]).decompress(data[3:])
-        elif data[:1] in _INT_START:  # only then can it be an integer: skip a failing int()
+        elif self._raw_ints and data[:1] in _INT_START:  # skip an int() bound to fail
             try:
                 return int(data)
             except ValueError:

@@ -8,9 +8,11 @@ async pool, with no thread hop.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from datetime import timedelta
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import redis
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, default_key_func
@@ -29,6 +31,7 @@ __all__ = ["FerriteCache"]
 _BACKEND_OPTIONS = frozenset(
     {"serializer", "compressor", "compress_min_size", "ignore_exceptions", "clear", "pool"}
 )
+S = TypeVar("S")  # a sync or an async request scope
 _CONFIGURED = frozenset({"_alias", "_codec", "_ignore_exceptions", "_clear"})
 _SCAN_BATCH = 500
 _MEMCACHE_MAX_KEY_LENGTH = 250
@@ -166,6 +169,11 @@ class FerriteCache(BaseCache):
         """The manager alias of this cache's pool."""
         return self._alias
 
+    @property
+    def ignores_exceptions(self) -> bool:
+        """Whether the ``ignore_exceptions`` option is on."""
+        return self._ignore_exceptions
+
     def get_client(self, key: Any = None, *, write: bool = False) -> redis.Redis:
         """The raw redis-py client on this cache's shared pool."""
         client = self.__dict__.get("_client")
@@ -181,6 +189,16 @@ class FerriteCache(BaseCache):
         if timeout == DEFAULT_TIMEOUT:
             timeout = self.default_timeout
         return None if timeout is None else max(0, int(timeout))
+
+    def _deferring(self, scope: S) -> S | None:
+        """The request scope to queue a write in, or ``None`` to send it now: with
+        ``ignore_exceptions`` and the server known to be away (its circuit breaker open), a
+        write fails fast and quietly through the degraded mode instead of waiting in the
+        queue for a flush that fails (and then logs every command of every request)."""
+        if scope is None or not self._ignore_exceptions:
+            return scope
+        breaker = self._manager.breaker(self._manager.config(self._alias))
+        return None if breaker.state == "open" else scope
 
     def _command(self, default: Any, *args: Any) -> Any:
         """One wire command on the shared client; with ``ignore_exceptions``, ``default``
@@ -247,7 +265,7 @@ class FerriteCache(BaseCache):
     ) -> None:
         key = self.make_and_validate_key(key, version=version)
         command = _set_or_delete(key, self._codec.dumps(value), self.get_backend_timeout(timeout))
-        scope = current_scope(self._alias)
+        scope = self._deferring(current_scope(self._alias))
         if scope is not None:  # PipelineMiddleware: sent with the next read, or at the end
             scope.deferred.execute_command(*command)
         else:
@@ -296,7 +314,7 @@ class FerriteCache(BaseCache):
             return []
         values = self._encoded(data, version)
         seconds, client = self.get_backend_timeout(timeout), self.get_client()
-        scope = current_scope(self._alias)
+        scope = self._deferring(current_scope(self._alias))
         if scope is not None:
             _queue_set_many(scope.deferred, values, seconds)
             return []
@@ -311,7 +329,7 @@ class FerriteCache(BaseCache):
 
     def delete_many(self, keys: Iterable[Any], version: Any = None) -> None:
         made = [self.make_and_validate_key(key, version=version) for key in keys]
-        scope = current_scope(self._alias)
+        scope = self._deferring(current_scope(self._alias))
         if made and scope is not None:
             scope.deferred.delete(*made)
         elif made:
@@ -360,7 +378,7 @@ class FerriteCache(BaseCache):
     ) -> None:
         key = self.make_and_validate_key(key, version=version)
         command = _set_or_delete(key, self._codec.dumps(value), self.get_backend_timeout(timeout))
-        scope = current_async_scope(self._alias)
+        scope = self._deferring(current_async_scope(self._alias))
         if scope is not None:
             scope.deferred.execute_command(*command)
         else:
@@ -410,7 +428,7 @@ class FerriteCache(BaseCache):
             return []
         values = self._encoded(data, version)
         seconds, client = self.get_backend_timeout(timeout), self._async_client()
-        scope = current_async_scope(self._alias)
+        scope = self._deferring(current_async_scope(self._alias))
         if scope is not None:
             _queue_set_many(scope.deferred, values, seconds)
             return []
@@ -425,7 +443,7 @@ class FerriteCache(BaseCache):
 
     async def adelete_many(self, keys: Iterable[Any], version: Any = None) -> None:
         made = [self.make_and_validate_key(key, version=version) for key in keys]
-        scope = current_async_scope(self._alias)
+        scope = self._deferring(current_async_scope(self._alias))
         if made and scope is not None:
             scope.deferred.delete(*made)
         elif made:
@@ -454,9 +472,12 @@ class FerriteCache(BaseCache):
         remaining = int(self._command(-2, "TTL", made))
         return None if remaining == -1 else max(0, remaining)
 
-    def expire(self, key: Any, timeout: int, version: Any = None) -> bool:
-        """Let ``key`` expire in ``timeout`` seconds; ``False`` if it is missing."""
+    def expire(self, key: Any, timeout: int | timedelta, version: Any = None) -> bool:
+        """Let ``key`` expire in ``timeout`` seconds (or a ``timedelta``); ``False`` if it
+        is missing."""
         made = self.make_and_validate_key(key, version=version)
+        if isinstance(timeout, timedelta):
+            timeout = int(timeout.total_seconds())
         return bool(self._command(False, "EXPIRE", made, timeout))
 
     def persist(self, key: Any, version: Any = None) -> bool:
@@ -470,23 +491,26 @@ class FerriteCache(BaseCache):
 
     def iter_keys(self, pattern: str = "*", version: Any = None) -> Iterator[str]:
         """The cache keys (without prefix and version) matching a glob ``pattern``."""
-        made = self.make_key(pattern, version=version)
-        prefix_length = len(made) - len(pattern)
+        made = self._key_pattern(pattern, version)
+        prefix_length = len(self.make_key("", version=version))
         for raw in self.get_client().scan_iter(match=made, count=_SCAN_BATCH):
             yield (raw.decode() if isinstance(raw, bytes) else raw)[prefix_length:]
 
     def delete_pattern(self, pattern: str, version: Any = None) -> int:
         """Delete the cache keys matching a glob ``pattern``; returns how many."""
         client = self.get_client()
-        return int(
-            self._run(
-                lambda: self._delete_matching(client, self.make_key(pattern, version=version)),
-                default=0,
-            )
-        )
+        made = self._key_pattern(pattern, version)
+        return int(self._run(lambda: self._delete_matching(client, made), default=0))
+
+    def _key_pattern(self, pattern: str, version: Any) -> str:
+        """The server-side glob for this cache's keys matching ``pattern``: glob characters
+        in ``KEY_PREFIX`` match only themselves."""
+        version = self.version if version is None else version
+        return str(self.key_func(pattern, _glob_escape(self.key_prefix), version))
 
     def _all_keys_pattern(self) -> str:
-        return f"{self.key_prefix}*" if self.key_prefix else "*"
+        """Every key of this cache, of any version (``"clear": "prefix"``)."""
+        return str(self.key_func("*", _glob_escape(self.key_prefix), "*"))
 
     @staticmethod
     def _delete_matching(client: redis.Redis, pattern: str) -> int:
@@ -501,16 +525,23 @@ class FerriteCache(BaseCache):
         return deleted
 
 
+def _glob_escape(text: str) -> str:
+    """``text`` as a server-side glob that matches only itself."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
 def _queue_set_many(queue: Any, values: dict[str, Any], seconds: int | None) -> None:
-    """``set_many`` as commands on a pipeline or a request scope's queue (MSET has no
-    expiry: one EXPIRE per key follows it; a timeout of 0 deletes the keys)."""
+    """``set_many`` as commands on a pipeline or a request scope's queue: one MSET without
+    expiry; with one, a SET ... EX per key, so that no key is ever without its expiry (an
+    MSET followed by EXPIREs would leave keys that never expire if cut off in between); a
+    timeout of 0 deletes the keys."""
     if seconds == 0:
         queue.delete(*values)
-        return
-    queue.mset(values)
-    if seconds is not None:
-        for key in values:
-            queue.expire(key, seconds)
+    elif seconds is None:
+        queue.mset(values)
+    else:
+        for key, value in values.items():
+            queue.execute_command("SET", key, value, "EX", seconds)
 
 
 async def _ascan(client: Any, pattern: str) -> AsyncIterator[list[Any]]:
@@ -535,10 +566,15 @@ def _set_or_delete(key: str, data: Any, seconds: int | None) -> tuple[Any, ...]:
 
 # One round trip, atomic: a key that expires between a check and the INCRBY must not come
 # back as a new key without its timeout.
-_INCR_IF_EXISTS = (
-    "if redis.call('EXISTS', KEYS[1]) == 1 then "
-    "return redis.call('INCRBY', KEYS[1], ARGV[1]) end return false"
-)
+# INCRBY on an existing key only, in one step. The new value is read back with GET: a Lua
+# number is a double, exact only up to 2**53. A failed INCRBY's error is returned as the
+# server words it, without the script's location.
+_INCR_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local done = redis.pcall('INCRBY', KEYS[1], ARGV[1])
+if type(done) == 'table' and done.err then return done end
+return redis.call('GET', KEYS[1])
+"""
 
 
 def _found(reply: Any, key: str) -> int:

@@ -2,10 +2,13 @@
 ``FerriteCache``. Cache writes whose result Django does not return (``set``, ``set_many``,
 ``delete_many``) wait and go out with the next cache read, or when the response is ready,
 in as few round trips as read-your-writes allows. Nothing is lost when the view raises:
-the scope still sends its queue."""
+the scope still sends its queue. A queued write that fails when the queue goes out at the
+end fails the request (``PipelineError``, a 500), as the write itself would have failed it
+without the middleware, unless every cache on that pool has ``ignore_exceptions``."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack, ExitStack
 from typing import Any
@@ -18,6 +21,8 @@ from ferrite_integrations.django.cache import FerriteCache
 
 __all__ = ["PipelineMiddleware"]
 
+logger = logging.getLogger("ferrite_integrations.django")
+
 
 def ferrite_pool_aliases() -> list[str]:
     """The pool aliases of every ``FerriteCache`` in ``CACHES`` (each once)."""
@@ -27,6 +32,28 @@ def ferrite_pool_aliases() -> list[str]:
         if isinstance(cache, FerriteCache) and cache.pool_alias not in aliases:
             aliases.append(cache.pool_alias)
     return aliases
+
+
+def pipelined_pools() -> list[tuple[str, bool]]:
+    """``(pool alias, raise_on_error)`` for each pool behind a ``FerriteCache``: a failed
+    deferred write fails the request unless every cache on the pool ignores exceptions. A
+    misconfigured cache is left out (logged; ``manage.py check`` reports it), so that it
+    cannot fail requests that never use it."""
+    pools: dict[str, bool] = {}
+    for name in caches.settings:
+        cache = caches[name]
+        if not isinstance(cache, FerriteCache):
+            continue
+        if cache.config_error is not None:
+            logger.warning(
+                "PipelineMiddleware leaves out CACHES[%r], which is misconfigured: %s",
+                name,
+                cache.config_error,
+            )
+            continue
+        alias = cache.pool_alias
+        pools[alias] = pools.get(alias, False) or not cache.ignores_exceptions
+    return list(pools.items())
 
 
 class PipelineMiddleware:
@@ -39,7 +66,7 @@ class PipelineMiddleware:
 
     def __init__(self, get_response: Callable[[Any], Any]) -> None:
         self.get_response = get_response
-        self._aliases: list[str] | None = None
+        self._pools: list[tuple[str, bool]] | None = None
         self._async = iscoroutinefunction(get_response)
         if self._async:
             markcoroutinefunction(self)
@@ -48,24 +75,26 @@ class PipelineMiddleware:
         if self._async:
             return self._acall(request)
         manager = get_manager()
-        aliases = self._pool_aliases()
-        if len(aliases) == 1:
-            with manager.request_scope(aliases[0]):
+        pools = self._pipelined_pools()
+        if len(pools) == 1:
+            alias, raise_on_error = pools[0]
+            with manager.request_scope(alias, raise_on_error=raise_on_error):
                 return self.get_response(request)
         with ExitStack() as scopes:
-            for alias in aliases:
-                scopes.enter_context(manager.request_scope(alias))
+            for alias, raise_on_error in pools:
+                scopes.enter_context(manager.request_scope(alias, raise_on_error=raise_on_error))
             return self.get_response(request)
 
     async def _acall(self, request: Any) -> Any:
         manager = get_manager()
         async with AsyncExitStack() as scopes:
-            for alias in self._pool_aliases():
-                await scopes.enter_async_context(manager.arequest_scope(alias))
+            for alias, raise_on_error in self._pipelined_pools():
+                scope = manager.arequest_scope(alias, raise_on_error=raise_on_error)
+                await scopes.enter_async_context(scope)
             response: Awaitable[Any] = self.get_response(request)
             return await response
 
-    def _pool_aliases(self) -> list[str]:
-        if self._aliases is None:
-            self._aliases = ferrite_pool_aliases()
-        return self._aliases
+    def _pipelined_pools(self) -> list[tuple[str, bool]]:
+        if self._pools is None:
+            self._pools = pipelined_pools()
+        return self._pools

@@ -18,6 +18,16 @@ class MarshalSerializer:
         return marshal.loads(data)
 
 
+class TextSerializer:
+    """A serializer of the user's own that stores strings as plain text."""
+
+    def dumps(self, value: Any) -> bytes:
+        return str(value).encode()
+
+    def loads(self, data: bytes) -> Any:
+        return data.decode()
+
+
 class BZ2Compressor:
     """A compressor of the user's own: ``bz2``."""
 

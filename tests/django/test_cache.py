@@ -203,8 +203,18 @@ def test_incr_is_one_round_trip_and_keeps_the_timeout(ferrite_server: EmbeddedSe
         assert 0 < cache.ttl("a") <= 100
 
 
-def test_incr_and_decr(api: Any) -> None:
+def custom_serializer(options: dict[str, Any]) -> bool:
+    return str(options.get("serializer", "")).startswith(CUSTOM)
+
+
+def test_incr_and_decr(api: Any, options: dict[str, Any]) -> None:
     api.set("n", 10)
+    if custom_serializer(options):
+        # As in Django: a serializer of the user's own gets ints too, and INCR works only
+        # on what it writes as decimal text (marshal does not).
+        with pytest.raises(redis.ResponseError, match=r"^value is not an integer or out of range$"):
+            api.incr("n")
+        return
     assert api.incr("n") == 11
     assert api.incr("n", 5) == 16
     assert api.decr("n", 6) == 10
@@ -293,13 +303,115 @@ def test_values_written_with_another_compressor_setting_still_read(
 
 
 def test_ints_are_stored_so_that_incr_works_on_the_server(
-    cache: FerriteCache, ferrite_server: EmbeddedServer
+    cache: FerriteCache, ferrite_server: EmbeddedServer, options: dict[str, Any]
 ) -> None:
     cache.set("n", 5)
     raw = redis.Redis(**ferrite_server.redis_kwargs())
+    if custom_serializer(options):  # Django's rule: the user's serializer writes every value
+        assert raw.get(cache.make_key("n")) == __import__("marshal").dumps(5)
+        cache.set("n", 6)
+        assert cache.get("n") == 6
+        raw.close()
+        return
     assert raw.incr(cache.make_key("n")) == 6
     assert cache.get("n") == 6
     raw.close()
+
+
+@pytest.mark.parametrize("api_name", ["sync", "async"])
+@pytest.mark.parametrize(
+    ("start", "delta"),
+    [(2**53, 1), (2**60, 1), (10**17, 3), (-(2**60), -1), (1, -(2**63))],
+    ids=["2**53", "2**60", "10**17", "negative", "to-the-minimum"],
+)
+def test_incr_is_exact_beyond_double_precision(
+    ferrite_server: EmbeddedServer, api_name: str, start: int, delta: int
+) -> None:
+    cache = FerriteCache(ferrite_server.url, {"OPTIONS": {}, "KEY_PREFIX": "exact"})
+    api = Sync(cache) if api_name == "sync" else Async(cache)
+    api.set("n", start)
+    assert api.incr("n", delta) == start + delta
+    assert api.get("n") == start + delta
+
+
+@pytest.mark.parametrize("api_name", ["sync", "async"])
+def test_incr_errors_read_as_the_servers_own(ferrite_server: EmbeddedServer, api_name: str) -> None:
+    cache = FerriteCache(ferrite_server.url, {"OPTIONS": {}, "KEY_PREFIX": "errors"})
+    api = Sync(cache) if api_name == "sync" else Async(cache)
+    api.set("text", "abc")
+    with pytest.raises(redis.ResponseError) as error:
+        api.incr("text")
+    assert str(error.value) == "value is not an integer or out of range"  # no script location
+    api.set("top", 2**63 - 1)
+    with pytest.raises(redis.ResponseError) as error:
+        api.incr("top")
+    assert str(error.value) == "increment or decrement would overflow"
+
+
+def test_set_many_with_a_timeout_never_leaves_a_key_without_expiry(
+    ferrite_server: EmbeddedServer,
+) -> None:
+    cache = FerriteCache(ferrite_server.url, {"OPTIONS": {}, "KEY_PREFIX": "ttl"})
+    raw = redis.Redis(**ferrite_server.redis_kwargs())
+    cache.get("warm-up")  # the pool's connection is open before the monitor starts
+    with raw.monitor() as monitor:
+        assert cache.set_many({"a": 1, "b": "two"}, timeout=300) == []
+        seen, writes = [], []
+        while len(writes) < 2:
+            seen.append(monitor.next_command()["command"])
+            if not seen[-1].startswith(("PING", "CLIENT")):
+                writes.append(seen[-1])
+    # Each key is written together with its expiry: nothing to cut off in between.
+    assert all(re.fullmatch(r"SET ttl:1:[ab] .+ EX 300", command) for command in writes), seen
+    assert 0 < raw.ttl(cache.make_key("a")) <= 300
+    assert 0 < raw.ttl(cache.make_key("b")) <= 300
+    raw.close()
+
+
+def test_values_of_a_custom_serializer_are_never_taken_for_ints(
+    ferrite_server: EmbeddedServer,
+) -> None:
+    text = FerriteCache(ferrite_server.url, {"OPTIONS": {"serializer": f"{CUSTOM}.TextSerializer"}})
+    for value in ["-7", "02139", "12"]:
+        text.set("k", value)
+        assert text.get("k") == value
+        assert asyncio.run(text.aget("k")) == value
+
+
+def test_msgpack_int_subclasses_read_back_as_their_value(ferrite_server: EmbeddedServer) -> None:
+    need_extras("msgpack")
+    import enum
+
+    class Status(enum.IntEnum):
+        ACTIVE = 49
+        BANNED = 57
+
+    cache = FerriteCache(ferrite_server.url, {"OPTIONS": {"serializer": "msgpack"}})
+    for status in Status:
+        cache.set("status", status)
+        assert cache.get("status") == status.value
+    cache.set("flag", True)
+    assert cache.get("flag") is True
+
+
+def test_glob_characters_in_the_key_prefix_match_only_themselves(
+    ferrite_server: EmbeddedServer,
+) -> None:
+    cache = FerriteCache(ferrite_server.url, {"OPTIONS": {}, "KEY_PREFIX": "p[1]"})
+    neighbour = FerriteCache(ferrite_server.url, {"OPTIONS": {}, "KEY_PREFIX": "p1"})
+    for name in ("a2", "b"):
+        cache.set(name, 1)
+        neighbour.set(name, 1)
+    assert sorted(cache.iter_keys("*")) == ["a2", "b"]
+    assert cache.delete_pattern("a*") == 1
+    assert sorted(cache.iter_keys("*")) == ["b"]
+    assert sorted(neighbour.iter_keys("*")) == ["a2", "b"]
+
+
+def test_expire_takes_a_timedelta(cache: FerriteCache) -> None:
+    cache.set("k", 1)
+    assert cache.expire("k", dt.timedelta(seconds=30)) is True
+    assert 0 < (cache.ttl("k") or 0) <= 30
 
 
 def test_extras(cache: FerriteCache) -> None:
@@ -313,6 +425,34 @@ def test_extras(cache: FerriteCache) -> None:
     assert cache.persist("b:1") is True
     with cache.lock("resource", timeout=5):
         assert cache.get_client().exists(cache.make_key("resource")) == 1
+
+
+@pytest.mark.parametrize("prefix", ["app", "", "a[1]", "a*", "back\\slash?"])
+def test_clear_by_prefix_deletes_only_this_caches_keys(
+    ferrite_server: EmbeddedServer, prefix: str
+) -> None:
+    # Neighbours whose prefixes this one's would match as a bare glob or a string prefix.
+    neighbours = ["app2", "application", "a1", "ab", "back\\slashx", "other"]
+    raw = redis.Redis(**ferrite_server.redis_kwargs())
+    raw.flushdb()
+    raw.set("unrelated-key", "kept")
+    caches = {
+        name: FerriteCache(ferrite_server.url, {"OPTIONS": {"clear": "prefix"}, "KEY_PREFIX": name})
+        for name in dict.fromkeys([prefix, *neighbours, ""])
+    }
+    for name, cache in caches.items():
+        cache.set("k", name)
+        cache.set("k", name, version=2)
+    mine = caches[prefix]
+    for clear in (mine.clear, lambda: asyncio.run(mine.aclear())):
+        assert clear() is True
+        assert mine.get("k") is None
+        assert mine.get("k", version=2) is None
+        others = {name: cache.get("k") for name, cache in caches.items() if name != prefix}
+        assert others == {name: name for name in others}
+        assert raw.get("unrelated-key") == b"kept"
+        mine.set("k", "again")
+    raw.close()
 
 
 def test_clear_by_prefix_keeps_other_keys(ferrite_server: EmbeddedServer) -> None:
@@ -581,7 +721,7 @@ def test_lock_is_exclusive(cache: FerriteCache) -> None:
 
 def test_get_client_is_a_redis_client_on_the_shared_pool(cache: FerriteCache) -> None:
     client = cache.get_client()
-    cache.set("k", 5)
-    assert client.get(cache.make_key("k")) == b"5"
+    cache.set("k", "v")
+    assert client.exists(cache.make_key("k")) == 1
     assert client.connection_pool is get_manager().pool(cache.pool_alias)
     assert cache.get_client(write=True) is client
