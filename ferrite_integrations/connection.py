@@ -134,6 +134,17 @@ _READER_TURNS = 3
 _GREEN_MODULES = ("gevent", "eventlet")
 
 
+def _parser_holds_data(parser: Any) -> bool:
+    """Whether a sync parser has bytes already read from the socket but not yet parsed (a
+    second reply that came in the same packet as the one read)."""
+    reader = getattr(parser, "_reader", None)  # hiredis
+    if reader is not None:
+        return bool(reader.has_data())
+    buffer = getattr(parser, "_buffer", None)  # redis-py's pure-Python parsers
+    unread = getattr(buffer, "unread_bytes", None)
+    return unread is not None and unread() > 0
+
+
 def _readable_now(connection: Any, sock: Any) -> bool:
     """One non-blocking poll: has the kernel data (or an EOF) waiting on this socket?
 
@@ -373,27 +384,25 @@ class _ExplainingConnection(sync_connection.AbstractConnection):
         sock: Any = self._sock
         if sock is None:
             return False
-        if not _readable_now(self, sock):
+        if not _parser_holds_data(self._parser) and not _readable_now(self, sock):
             return True
         try:  # readable: a TLS record without data is fine, a reply or an EOF is not
             return not self.can_read(timeout=0) or self._ferrite_only_pushes()
-        except (*_CONNECT_ERRORS, OSError):
+        except Exception:  # a parser or push handler failing: the connection is not usable
             return False
 
     def _ferrite_only_pushes(self) -> bool:
         """RESP3: hand the pushes waiting on this idle connection (a ``CLIENT TRACKING``
         invalidation) to the parser's push handlers, as its next read would; ``False`` when
-        anything else waits, or a push is not all there yet."""
+        anything else waits. Raises when a push is not all there yet, cannot be parsed, or
+        its handler fails."""
         if self.protocol not in _RESP3:
             return False
         parser = self._parser
         with _CountedPushes(parser) as pushes:
             while self.can_read(timeout=0):
                 before = pushes.count
-                try:
-                    parser.read_response(push_request=True, timeout=0)
-                except (*_CONNECT_ERRORS, OSError, redis.exceptions.ResponseError):
-                    return False
+                parser.read_response(push_request=True, timeout=0)  # errors: see looks_clean
                 if pushes.count == before:
                     return False
         return True
@@ -550,7 +559,7 @@ class _AsyncExplainingConnection(async_connection.AbstractConnection):
                 else:
                     return True  # a TLS record without data: nothing reached the reader
             return not await self.can_read() or await self._ferrite_only_pushes()
-        except (*_CONNECT_ERRORS, OSError):
+        except Exception:  # a parser or push handler failing: the connection is not usable
             return False
 
     async def _ferrite_only_pushes(self) -> bool:
@@ -562,11 +571,8 @@ class _AsyncExplainingConnection(async_connection.AbstractConnection):
         with _CountedPushes(parser) as pushes:
             while await self.can_read():
                 before = pushes.count
-                try:
-                    async with asyncio.timeout(_PUSH_REST_WAIT):
-                        await parser.read_response(push_request=True)
-                except (*_CONNECT_ERRORS, OSError, redis.exceptions.ResponseError):
-                    return False  # (asyncio's TimeoutError is an OSError)
+                async with asyncio.timeout(_PUSH_REST_WAIT):  # errors: see looks_clean
+                    await parser.read_response(push_request=True)
                 if pushes.count == before:
                     return False
         writer = self._writer

@@ -201,8 +201,9 @@ class FerritePool(PoolCommon, redis.ConnectionPool):
             checking = [self._state.take_idle(now) for _ in range(len(self._available_connections))]
         self._close(retired)
         self._report_leaks(overdue, now)
-        for connection in checking:  # lent to us while checked: nobody else reads them
-            if connection.looks_clean():
+        while checking:  # lent to us while checked: nobody else reads them
+            connection = checking.pop(0)
+            if self._checked(connection, checking):
                 self.release(connection)
             else:
                 self._forget(connection)  # counted as closed, broken
@@ -225,8 +226,8 @@ class FerritePool(PoolCommon, redis.ConnectionPool):
         self.breaker.admit()
         with self._lock:
             connection = self._state.take_idle(monotonic())
-        if connection is not None and not connection.looks_clean():
-            self.release(connection)
+        if connection is not None and not self._checked(connection, []):
+            self._forget(connection)  # it may hold part of a reply: never lent again
             connection = None
         temporary = connection is None
         if temporary:
@@ -308,6 +309,19 @@ class FerritePool(PoolCommon, redis.ConnectionPool):
             self._state.created += 1
         connection.disconnect()
         connection.connect()
+
+    def _checked(self, connection: Any, unchecked: list[Any]) -> bool:
+        """``looks_clean`` for an idle connection lent to the pool itself (maintenance, a
+        ping). If the check itself is interrupted, that connection is closed and the
+        ``unchecked`` rest goes back: nobody else would ever give them back."""
+        try:
+            clean: bool = connection.looks_clean()
+        except BaseException:
+            self._forget(connection)
+            for other in unchecked:
+                self.release(other)
+            raise
+        return clean
 
     def _forget(self, connection: Any) -> None:
         """A borrowed connection that could not be made ready leaves the pool; its slot

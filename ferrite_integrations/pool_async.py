@@ -187,7 +187,7 @@ class AsyncFerritePool(PoolCommon, redis.asyncio.ConnectionPool):
         self.breaker.admit()
         connection = self._state.take_idle(monotonic())
         if connection is not None and not await self._checked(connection):
-            await self.release(connection)
+            self._forget(connection)  # it may hold part of a reply: never lent again
             connection = None
         temporary = connection is None
         if temporary:

@@ -1,10 +1,13 @@
-"""RESP3 pushes that reach an idle pooled connection (a CLIENT TRACKING invalidation) are
-handed to the parser's push handlers on the next borrow; the connection, and the tracking
-switched on for it, stay. Anything else waiting on an idle connection still replaces it."""
+"""The check of an idle connection (on borrow, maintenance and health pings). RESP3 pushes
+that reach it (a CLIENT TRACKING invalidation) are handed to the parser's push handlers; the
+connection, and the tracking switched on for it, stay. Anything else waiting on it, in the
+kernel or already in the parser's buffer, and any failure of the check itself, gets it
+replaced, never lent out."""
 
 from __future__ import annotations
 
 import select
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -203,5 +206,112 @@ def test_an_async_stray_reply_on_an_idle_resp3_connection_still_replaces_it(
         assert await client.get("k") == b"mine"
         assert await client.client_id() != connection_id
         assert broken(manager, "async") == 1
+
+    run_then_close(manager, body)
+
+
+# -- replies left behind, and checks that fail ------------------------------------------------
+
+
+def leave_a_stray_reply_in_the_parser(connection: Any) -> None:
+    """Two replies arrive in one read; only the first is taken, the second stays in the
+    parser's buffer with nothing left in the kernel (what a caller that read one reply of
+    two leaves behind)."""
+    connection.send_command("ECHO", "first")
+    connection.send_command("ECHO", "stray")
+    both = len(b"$5\r\nfirst\r\n$5\r\nstray\r\n")
+    wait_until(lambda: len(connection._sock.recv(both, socket.MSG_PEEK)) >= both)
+    assert connection.read_response() == b"first"
+    assert not kernel_holds_data(connection._sock)
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_a_reply_left_in_the_parsers_buffer_gets_the_connection_replaced(
+    server: EmbeddedServer, manager: PoolManager, protocol: int
+) -> None:
+    manager.configure("default", server.url, max_connections=1, protocol=protocol)
+    client = manager.client("default")
+    client.set("k", "real-value")
+    pool = manager.pool("default")
+    connection = pool.get_connection()
+    try:
+        leave_a_stray_reply_in_the_parser(connection)
+    finally:
+        pool.release(connection)
+    assert client.get("k") == b"real-value"
+    assert broken(manager) == 1
+
+
+@pytest.mark.parametrize("checker", ["ping", "maintain"])
+def test_a_pool_check_never_lends_out_a_connection_it_found_dirty(
+    server: EmbeddedServer, manager: PoolManager, checker: str
+) -> None:
+    manager.configure("default", server.url, max_connections=1, protocol=3)
+    client = manager.client("default")
+    client.set("k", "real-value")
+    pool = manager.pool("default")
+    connection = pool.get_connection()
+    try:
+        connection.send_command("PING")  # two replies never read
+        connection.send_command("PING")
+    finally:
+        pool.release(connection)
+    wait_until(lambda: kernel_holds_data(connection._sock))
+    pool.ping(1.0) if checker == "ping" else pool.maintain()
+    assert broken(manager) == 1  # closed by the check itself, not left for the next borrow
+    assert client.get("k") == b"real-value"
+
+
+def test_a_push_handler_that_fails_costs_the_connection_not_the_caller(
+    server: EmbeddedServer, manager: PoolManager
+) -> None:
+    manager.configure("default", server.url, max_connections=1, protocol=3)
+    pool = manager.pool("default")
+    client = manager.client("default")
+    client.set("k", "real-value")
+
+    def failing_handler(push: Any) -> None:
+        raise ZeroDivisionError("a push handler of the user's own")
+
+    checks = {"maintain": pool.maintain, "ping": lambda: pool.ping(1.0), "borrow": client.ping}
+    for round_number, check in enumerate(checks.values(), start=1):
+        connection = pool.get_connection()
+        try:  # a RESP3 connection may subscribe and go on with commands
+            connection.send_command("SUBSCRIBE", "news")
+            connection.read_response(push_request=True)
+            connection._parser.set_pubsub_push_handler(failing_handler)
+        finally:
+            pool.release(connection)
+        publisher = redis.Redis(**server.redis_kwargs())
+        assert publisher.publish("news", "hello") == 1
+        publisher.close()
+        sock = connection._sock
+        wait_until(lambda: kernel_holds_data(sock))  # noqa: B023 (used at once)
+        check()  # no error: the connection is replaced, and its slot comes back
+        assert broken(manager) == round_number
+        assert manager.stats("default")["sync"]["in_use"] == 0
+    assert client.get("k") == b"real-value"
+
+
+def test_an_async_ping_never_lends_out_a_connection_it_found_dirty(
+    server: EmbeddedServer, manager: PoolManager
+) -> None:
+    manager.configure("default", server.url, max_connections=1, protocol=3)
+
+    async def body() -> None:
+        client = manager.async_client("default")
+        await client.set("k", "real-value")
+        pool = manager.async_pool("default")
+        connection = await pool.get_connection()
+        sock = connection._writer.transport.get_extra_info("socket")
+        try:
+            await connection.send_command("PING")  # two replies never read
+            await connection.send_command("PING")
+        finally:
+            await pool.release(connection)
+        wait_until(lambda: kernel_holds_data(sock))
+        await pool.ping(1.0)
+        assert broken(manager, "async") == 1  # closed by the ping, not left for a borrow
+        assert await client.get("k") == b"real-value"
 
     run_then_close(manager, body)
