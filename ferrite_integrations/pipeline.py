@@ -86,6 +86,47 @@ def apply_callback(
 _active: contextvars.ContextVar[tuple[RequestScope, ...]] = contextvars.ContextVar(
     "ferrite_request_scopes", default=()
 )
+# The async request scopes open in this context. Kept here, beside the sync ones, so that
+# each side can find the other's: pipeline_async builds on this module, not the reverse.
+async_scopes: contextvars.ContextVar[tuple[Any, ...]] = contextvars.ContextVar(
+    "ferrite_async_request_scopes", default=()
+)
+
+
+def _same_server(one: Any, other: Any) -> bool:
+    return one is other or one == other
+
+
+def settle_async_scopes(pool: Any) -> None:
+    """Before a sync command or a sync deferral on ``pool``: the writes that async request
+    scopes of the same configuration queued in this context go out first (code that hops
+    between sync and async within one request, through asgiref's ``sync_to_async`` or by
+    calling blocking code from a coroutine, reads its own writes and keeps their order)."""
+    for scope in async_scopes.get():
+        if scope.open and scope.busy and _same_server(scope.pool.config, pool.config):
+            scope.flush_from_sync(pool)
+
+
+def settle_sync_scopes(config: Any) -> None:
+    """The other direction of ``settle_async_scopes``: before an async command or deferral,
+    the writes sync request scopes of ``config`` queued in this context go out first. This
+    blocks the event loop for that round trip, as the blocking code that queued them did."""
+    for scope in _active.get():
+        if scope.open and scope.busy and _same_server(scope.pool.config, config):
+            scope.flush()
+
+
+def send_batch(pool: Any, stack: list[Any], scripts: set[Any]) -> list[Any]:
+    """Send a queue's commands through a sync ``pool`` in one round trip; raw replies, a
+    command's server error in its place."""
+    if not scripts and not any(needs_redis_py(args) for args, _ in stack):
+        return run_batch(pool, stack)
+    # Registered scripts may need loading first, and HIMPORT SET its fieldset's PREPARE
+    # on this connection: redis-py's pipeline does both.
+    batch = redis.client.Pipeline(pool, CaseInsensitiveDict({}), False, None)
+    batch.command_stack, batch.scripts = stack, scripts
+    replies: list[Any] = batch.execute(raise_on_error=False)
+    return replies
 
 
 class PipelineError(FerriteError):
@@ -262,6 +303,8 @@ class ScopeClient(redis.Redis):
     scope has queued, in the same round trip. Outside a scope it is a plain client."""
 
     def execute_command(self, *args: Any, **options: Any) -> Any:
+        if async_scopes.get():
+            settle_async_scopes(self.connection_pool)
         scope = _scope_for(self.connection_pool) if _active.get() else None
         if scope is not None and scope.busy:
             return scope._send_with(args, options)
@@ -295,6 +338,8 @@ def _scope_for(pool: Any) -> RequestScope | None:
 
 
 def _flush_current(pool: Any) -> None:
+    if async_scopes.get():
+        settle_async_scopes(pool)
     scope = _scope_for(pool)
     if scope is not None:
         scope.flush()
@@ -419,6 +464,8 @@ class RequestScope:
         name = command_name(args)
         if name in STATEFUL:
             raise stateful_error(name)
+        if async_scopes.get():
+            settle_async_scopes(self.pool)
         with self._send_lock:
             if name not in IMMEDIATE and self._depth > 0:
                 handle = Handle(self, name)
@@ -473,13 +520,7 @@ class RequestScope:
         )
 
     def _send_batch(self, stack: list[Any], scripts: set[Any]) -> list[Any]:
-        if not scripts and not any(needs_redis_py(args) for args, _ in stack):
-            return run_batch(self.pool, stack)
-        # Registered scripts may need loading first, and HIMPORT SET its fieldset's PREPARE
-        # on this connection: redis-py's pipeline does both.
-        batch = redis.client.Pipeline(self.pool, CaseInsensitiveDict({}), False, None)
-        batch.command_stack, batch.scripts = stack, scripts
-        return batch.execute(raise_on_error=False)
+        return send_batch(self.pool, stack, scripts)
 
     def _discard(self) -> None:
         with self._send_lock:

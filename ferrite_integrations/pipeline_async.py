@@ -21,6 +21,7 @@ it. A batch that fails part-way closes its connection rather than return it to t
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import logging
 import weakref
@@ -28,7 +29,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from inspect import isawaitable, iscoroutinefunction
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio
 import redis.asyncio.client
@@ -43,17 +44,22 @@ from ferrite_integrations._requests import (
     reply_value,
 )
 from ferrite_integrations._wire_async import run_batch, run_command
+from ferrite_integrations.errors import FerriteError
 from ferrite_integrations.pipeline import (
     IMMEDIATE,
     STATEFUL,
     Failures,
     HandleBase,
     OnError,
+    async_scopes,
     discard_handles,
     report_failures,
+    send_batch,
     settle_batch,
+    settle_sync_scopes,
     stateful_error,
 )
+from ferrite_integrations.pipeline import _active as _sync_active
 from ferrite_integrations.pool_async import AsyncFerritePool
 from ferrite_integrations.retry import command_name
 
@@ -68,9 +74,7 @@ __all__ = [
 
 logger = logging.getLogger("ferrite_integrations.pipeline")
 
-_active: contextvars.ContextVar[tuple[AsyncRequestScope, ...]] = contextvars.ContextVar(
-    "ferrite_async_request_scopes", default=()
-)
+_active = cast("contextvars.ContextVar[tuple[AsyncRequestScope, ...]]", async_scopes)
 # Transactions, blocking commands and pub/sub need a connection of their own.
 BYPASS: frozenset[str] = IMMEDIATE | STATEFUL | {"PUBLISH"}
 # The pipeliner each pool's scopes send through: the first one made for the pool (the
@@ -187,18 +191,22 @@ class _FlushingPipeline(redis.asyncio.client.Pipeline):
     """Sends the async request scope's queue when it executes (see the sync twin)."""
 
     async def execute(self, raise_on_error: bool = True) -> list[Any]:
-        scope = _scope_for(self.connection_pool)
-        if scope is not None:
-            await scope.flush()
+        await _flush_current(self.connection_pool)
         result: list[Any] = await super().execute(raise_on_error)
         return result
 
     async def immediate_execute_command(self, *args: Any, **options: Any) -> Any:
         # WATCH and the reads after it run at once (optimistic locking): after the queue.
-        scope = _scope_for(self.connection_pool)
-        if scope is not None:
-            await scope.flush()
+        await _flush_current(self.connection_pool)
         return await super().immediate_execute_command(*args, **options)  # type: ignore[no-untyped-call]
+
+
+async def _flush_current(pool: Any) -> None:
+    if _sync_active.get():
+        settle_sync_scopes(pool.config)
+    scope = _scope_for(pool)
+    if scope is not None:
+        await scope.flush()
 
 
 class AsyncScopeClient(redis.asyncio.Redis):
@@ -206,6 +214,8 @@ class AsyncScopeClient(redis.asyncio.Redis):
     scope of its pool has queued, in the same round trip."""
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
+        if _sync_active.get():
+            settle_sync_scopes(cast(Any, self.connection_pool).config)
         scope = _scope_for(self.connection_pool) if _active.get() else None
         if scope is not None and scope.busy:
             return await scope._send_with(args, options)
@@ -271,6 +281,7 @@ class AsyncRequestScope:
         self._pipeliner: AutoPipeliner | None = None
         # Deferred commands whose async callback nobody awaited yet (insertion-ordered).
         self._callbacks_due: dict[AsyncHandle, None] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop that entered it
         self.round_trips = 0
         self.commands_sent = 0
 
@@ -303,6 +314,7 @@ class AsyncRequestScope:
 
     async def __aenter__(self) -> AsyncRequestScope:
         if self._depth == 0:
+            self._loop = asyncio.get_running_loop()
             self._token = _active.set((*_active.get(), self))
         self._depth += 1
         return self
@@ -340,6 +352,50 @@ class AsyncRequestScope:
                 self.pool.record_batch,
                 completed and self.raise_on_error and error is None,
             )
+
+    def flush_from_sync(self, sync_pool: Any) -> None:
+        """Send the queue from sync code in this scope's context, before a sync command on
+        the same server. From another thread (``sync_to_async``), the scope's loop sends it
+        and this waits. On the scope's own loop (blocking code called from a coroutine),
+        the loop cannot run while this waits: the queue goes out through ``sync_pool``."""
+        loop = self._loop
+        if loop is None:  # never entered: nothing can be queued
+            return
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not loop:
+            config = self.pool.config
+            timeout = config.socket_timeout
+            wait = None if timeout is None else 2 * timeout + config.socket_connect_timeout
+            future = asyncio.run_coroutine_threadsafe(self.flush(), loop)
+            try:
+                future.result(wait)
+            except concurrent.futures.TimeoutError:
+                future.cancel()
+                raise FerriteError(
+                    "The request's queued async cache writes could not be sent before this "
+                    f"sync call: their event loop did not run them within {wait:g} s (is "
+                    "it blocked waiting for this thread?). Use the async API in async code."
+                ) from None
+            return
+        if self._sending or self._in_flight:  # a batch of this loop is still on its way
+            _warn_unordered()
+            return
+        handles, self._handles = self._handles, []
+        stack, self._queue.command_stack = self._queue.command_stack, []
+        scripts, self._queue.scripts = self._queue.scripts, set()
+        try:
+            raw = send_batch(sync_pool, stack, scripts)
+        except Exception as failure:  # nothing can be assumed applied: all fail
+            raw = [failure] * len(handles)
+        except BaseException as failure:
+            for handle in handles:
+                handle._settle(failure)
+            raise
+        self._count(len(handles))
+        self._settle(handles, stack, raw, None)
 
     async def _run_due_callbacks(self) -> None:
         """At the scope's end, in the exiting task: the async callbacks of replies nobody
@@ -395,6 +451,8 @@ class AsyncRequestScope:
                 f"{name} was deferred outside its request scope (the scope has ended, or "
                 "was never entered); use the client, or open a new scope"
             )
+        if _sync_active.get():
+            settle_sync_scopes(self.pool.config)
         handle = AsyncHandle(self, name)
         self._queue.command_stack.append((args, options))
         self._handles.append(handle)
@@ -539,6 +597,20 @@ class AsyncRequestScope:
         handles, self._handles = self._handles, []
         self._queue.command_stack = []
         discard_handles(handles)
+
+
+_warned_unordered = False
+
+
+def _warn_unordered() -> None:
+    global _warned_unordered  # noqa: PLW0603 (one warning per process)
+    if not _warned_unordered:
+        _warned_unordered = True
+        logger.warning(
+            "A blocking cache call ran on the event loop while the request's async batch was "
+            "still on its way: its order relative to that batch is not guaranteed. Use the "
+            "async API (aget, aset, ...) in async code."
+        )
 
 
 def _async_callback(
@@ -774,6 +846,8 @@ class AutoPipelineClient(redis.asyncio.Redis):
     pipeliner: AutoPipeliner
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
+        if _sync_active.get():
+            settle_sync_scopes(cast(Any, self.connection_pool).config)
         scope = _scope_for(self.connection_pool)
         if scope is not None and scope.busy:  # read-your-writes: after the scope's queue
             return await scope._send_with(args, options, self.pipeliner)
