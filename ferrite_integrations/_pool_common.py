@@ -42,8 +42,8 @@ class PoolCommon:
         retry_class = AsyncCommandRetry if use_asyncio else CommandRetry
         self._retry = retry_class(config.retries, retry_on_timeout=config.retry_on_timeout)
         kwargs = connection_kwargs(config, use_asyncio=use_asyncio)
-        if kwargs["client_name"] is None:
-            kwargs["client_name"] = client_name
+        if kwargs["client_name"] is None:  # the manager's name: set where the ACL allows
+            kwargs["default_client_name"] = client_name
         return {"max_connections": config.max_connections, **kwargs}
 
     def _new(self) -> Any:

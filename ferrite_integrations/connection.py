@@ -15,6 +15,7 @@ Sync and async classes share the explanation code; the I/O itself stays redis-py
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import select
 import socket
@@ -215,9 +216,26 @@ class _ExplainingConnection(sync_connection.AbstractConnection):
     ferrite_busy_poll = 0.0
     ferrite_reply_due = False  # a request went out and nothing has read since
 
-    def __init__(self, *args: Any, busy_poll: float = 0.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        busy_poll: float = 0.0,
+        default_client_name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.ferrite_busy_poll = busy_poll
+        self.ferrite_default_name = default_client_name
+
+    def on_connect_check_health(self, check_health: bool = True) -> None:
+        super().on_connect_check_health(check_health)
+        name = self.ferrite_default_name
+        if name is not None and not self.client_name:
+            # A name nobody asked for must not cost the connection: an ACL user without
+            # CLIENT SETNAME connects unnamed (redis-py treats CLIENT SETINFO the same way).
+            self.send_command("CLIENT", "SETNAME", name, check_health=False)
+            with contextlib.suppress(redis.exceptions.ResponseError):
+                self.read_response()
 
     def connect_check_health(
         self, check_health: bool = True, retry_socket_connect: bool = True
@@ -420,6 +438,20 @@ class _AsyncExplainingConnection(async_connection.AbstractConnection):
     ferrite_commands: tuple[str, ...] = ()
     ferrite_connecting = False  # the handshake's own reads and writes count with the connect
     ferrite_watch: tuple[Any, Any] | None = None  # see _readable_now
+
+    ferrite_default_name: str | None = None
+
+    def __init__(self, *args: Any, default_client_name: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ferrite_default_name = default_client_name
+
+    async def on_connect_check_health(self, check_health: bool = True) -> None:
+        await super().on_connect_check_health(check_health)
+        name = self.ferrite_default_name
+        if name is not None and not self.client_name:  # see the sync twin
+            await self.send_command("CLIENT", "SETNAME", name, check_health=False)
+            with contextlib.suppress(redis.exceptions.ResponseError):
+                await self.read_response()
 
     async def connect_check_health(
         self, check_health: bool = True, retry_socket_connect: bool = True

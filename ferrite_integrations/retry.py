@@ -120,6 +120,19 @@ RETRYABLE_ERRORS = (
 )
 
 
+def _timed_out(error: BaseException) -> bool:
+    """Whether a timeout is among the causes of ``error`` (asyncio reports a TLS handshake
+    that took too long as a ``ConnectionAbortedError``)."""
+    seen: BaseException | None = error.__cause__ or error.__context__
+    while seen is not None:
+        if isinstance(seen, redis.exceptions.TimeoutError | TimeoutError):
+            return True
+        if isinstance(seen, ConnectionAbortedError) and "handshake" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class _Decision:
     """What both retry classes share: whether a failed request may be sent again."""
 
@@ -130,7 +143,9 @@ class _Decision:
         """Whether this failure of the bound connection's last request may be retried."""
         if isinstance(error, ServerUnavailableError | redis.exceptions.AuthenticationError):
             return False
-        if isinstance(error, TLSError) and error.permanent:
+        if isinstance(error, TLSError) and (error.permanent or _timed_out(error)):
+            # A TLS handshake that hung is a connect timeout: another attempt would cost
+            # socket_connect_timeout again; the circuit breaker takes over instead.
             return False
         connection = self._connection()
         timed_out = isinstance(error, redis.exceptions.TimeoutError | socket.timeout)
