@@ -127,7 +127,10 @@ def _extra(module: str, extra: str) -> Any:
         ) from None
 
 
-def _dotted(path: str, option: str) -> Any:
+def _dotted(path: str, option: str, methods: tuple[str, str]) -> Any:
+    """The object a dotted path names (a class is instantiated without arguments), checked
+    now for the two ``methods`` the codec calls, so that a wrong path is a ConfigError
+    when the cache is configured rather than an AttributeError on its first value."""
     module_name, _, attribute = path.rpartition(".")
     try:
         target = getattr(importlib.import_module(module_name), attribute)
@@ -137,37 +140,54 @@ def _dotted(path: str, option: str) -> Any:
             "importable dotted path to a class.",
             option=option,
         ) from None
-    return target() if isinstance(target, type) else target
+    wanted = f"{methods[0]}() and {methods[1]}()"
+    if isinstance(target, type):
+        try:
+            target = target()
+        except Exception as error:
+            raise ConfigError(
+                f"Option {option!r}: {path!r} could not be built without arguments "
+                f"({type(error).__name__}: {error}); give a class with {wanted} whose "
+                "constructor takes none.",
+                option=option,
+            ) from None
+    if not all(callable(getattr(target, method, None)) for method in methods):
+        raise ConfigError(
+            f"Option {option!r}: {path!r} has no {wanted} methods; give a dotted path to a "
+            f"class (or an object) with {wanted}.",
+            option=option,
+        )
+    return target
 
 
-def serializer_named(name: str) -> Serializer:
+def serializer_named(name: object) -> Serializer:
     """``"pickle"``, ``"json"``, ``"msgpack"`` or a dotted path to a class with
     ``dumps(value) -> bytes`` and ``loads(bytes)``."""
-    if name in _SERIALIZERS:
+    if isinstance(name, str) and name in _SERIALIZERS:
         return _SERIALIZERS[name]()
-    if "." not in name:
+    if not isinstance(name, str) or "." not in name:
         raise ConfigError(
             f"Option 'serializer' must be one of {', '.join(map(repr, _SERIALIZERS))} or a "
-            f"dotted path; got {name!r}.",
+            f"dotted path (a string); got {name!r:.80} ({type(name).__name__}).",
             option="serializer",
         )
-    serializer: Serializer = _dotted(name, "serializer")
+    serializer: Serializer = _dotted(name, "serializer", ("dumps", "loads"))
     return serializer
 
 
-def compressor_named(name: str) -> tuple[bytes, Compressor]:
+def compressor_named(name: object) -> tuple[bytes, Compressor]:
     """``"zlib"``, ``"zstd"``, ``"lz4"`` or a dotted path to a class with ``compress`` and
     ``decompress``; returns the header byte and the compressor."""
-    if name in _COMPRESSORS:
+    if isinstance(name, str) and name in _COMPRESSORS:
         tag, make = _COMPRESSORS[name]
         return tag, make()
-    if "." not in name:
+    if not isinstance(name, str) or "." not in name:
         raise ConfigError(
             f"Option 'compressor' must be one of {', '.join(map(repr, _COMPRESSORS))}, a "
-            f"dotted path or None; got {name!r}.",
+            f"dotted path (a string) or None; got {name!r:.80} ({type(name).__name__}).",
             option="compressor",
         )
-    compressor: Compressor = _dotted(name, "compressor")
+    compressor: Compressor = _dotted(name, "compressor", ("compress", "decompress"))
     return b"x", compressor
 
 

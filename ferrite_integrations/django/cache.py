@@ -9,7 +9,7 @@ async pool, with no thread hop.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from datetime import timedelta
 from functools import partial
 from typing import Any, Literal, TypeVar
@@ -56,6 +56,18 @@ def _location(server: Any) -> str | None:
     return server
 
 
+def _flag(option: str, value: object, meaning: str) -> bool:
+    """An on/off backend option: True or False only, as every bool pool option (``bool()``
+    would take ``"false"`` or ``5`` for True)."""
+    if not isinstance(value, bool):
+        raise ConfigError(
+            f"Option {option!r} must be True or False ({meaning}); got {value!r:.80} "
+            f"({type(value).__name__}). Use True or False itself, not text or a number.",
+            option=option,
+        )
+    return value
+
+
 class FerriteCache(BaseCache):
     """``CACHES = {"default": {"BACKEND": "ferrite_integrations.django.FerriteCache",
     "LOCATION": "redis://...", "OPTIONS": {...}}}``.
@@ -69,13 +81,22 @@ class FerriteCache(BaseCache):
     """
 
     def __init__(self, server: Any, params: dict[str, Any]) -> None:
-        super().__init__(params)
-        self._manager = get_manager()
         # Django builds every cache in its own system checks (``manage.py check``,
         # ``runserver``) before ferrite.E001 can report a bad entry, so a ConfigError is
         # kept here and raised on first use instead (as Django's RedisCache does).
         self.config_error: ConfigError | None = None
+        options = params.get("OPTIONS", {})
+        if not isinstance(options, Mapping):  # Django's BaseCache would fail on it
+            params = {**params, "OPTIONS": {}}
+        super().__init__(params)
+        self._manager = get_manager()
         try:
+            if not isinstance(options, Mapping):
+                raise ConfigError(
+                    "OPTIONS must be a dict of options, such as {'max_connections': 20} (or "
+                    f"left out); got {type(options).__name__}.",
+                    option="OPTIONS",
+                )
             self._configure(server, params)
         except ConfigError as error:
             self.config_error = error
@@ -105,7 +126,11 @@ class FerriteCache(BaseCache):
             backend.get("compressor"),
             backend.get("compress_min_size", 256),
         )
-        self._ignore_exceptions = bool(backend.get("ignore_exceptions", False))
+        self._ignore_exceptions = _flag(
+            "ignore_exceptions",
+            backend.get("ignore_exceptions", False),
+            "server errors become cache misses",
+        )
         clear = backend.get("clear", "flush")
         if clear not in ("flush", "prefix"):
             raise ConfigError(

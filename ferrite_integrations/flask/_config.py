@@ -12,7 +12,7 @@ from typing import Any
 
 from ferrite_integrations import ConfigError, PoolConfig, PoolOptions
 
-__all__ = ["AppSettings", "coerce_text", "has_settings", "read_settings"]
+__all__ = ["AppSettings", "check_flag", "coerce_text", "has_settings", "read_settings"]
 
 DEFAULT_POOL = "default"
 OPTION_NAMES: tuple[str, ...] = tuple(PoolOptions.__annotations__)
@@ -87,6 +87,20 @@ def coerce_text(options: dict[str, Any]) -> dict[str, Any]:
         else value
         for name, value in options.items()
     }
+
+
+def check_flag(option: str, value: object, meaning: str) -> bool:
+    """An on/off option outside the pool vocabulary (``CACHE_OPTIONS['ignore_errors']``):
+    True or False only, as every bool pool option (``bool()`` would take ``"false"`` or
+    ``5`` for True)."""
+    if isinstance(value, bool):
+        return value
+    hint = _TEXT_HINT if isinstance(value, str) else ""
+    raise ConfigError(
+        f"Option {option!r} must be True or False ({meaning}); got {value!r:.80} "
+        f"({type(value).__name__}). Use True or False itself, not text or a number.{hint}",
+        option=option,
+    )
 
 
 def _key(prefix: str, option: str | None) -> str:

@@ -28,7 +28,12 @@ from ferrite_integrations import (
     current_scope,
     get_manager,
 )
-from ferrite_integrations.flask._config import coerce_text, has_settings, read_settings
+from ferrite_integrations.flask._config import (
+    check_flag,
+    coerce_text,
+    has_settings,
+    read_settings,
+)
 from ferrite_integrations.flask.extension import ALIAS_PREFIX, EXTENSION_KEY
 
 __all__ = ["FerriteCache"]
@@ -90,7 +95,9 @@ class FerriteCache(BaseCache):
         )
         self.alias = alias
         self.key_prefix = key_prefix or ""
-        self.ignore_errors = bool(ignore_errors)
+        self.ignore_errors = check_flag(
+            "ignore_errors", ignore_errors, "server errors become cache misses"
+        )
         self._codec = ValueCodec(serializer, compressor, compress_min_size)
         self._manager = get_manager()
         if self._manager.config(alias).decode_responses:
