@@ -436,27 +436,32 @@ class RequestScope:
 
     def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
         completed = False
-        # Under the send lock: a thread sharing this scope through a copied context either
-        # queued before this final flush (and is sent by it) or finds the scope closed and
-        # sends at once (_defer checks _depth under the same lock).
-        with self._send_lock:
-            self._depth -= 1
-            if self._depth > 0:
-                return
-            try:
-                if error is not None and self.on_error == "discard":
-                    self._discard()
-                else:
-                    self.flush()
-                completed = True
-            finally:
-                if self._token is not None:
-                    _active.reset(self._token)
-                    self._token = None
-                # Reported even when the flush is interrupted (a BaseException such as a
-                # request timeout's); raised only after a clean exit of a body that did not
-                # raise.
-                self._report(raising=completed and error is None)
+        failures: Failures = []
+        try:
+            # Under the send lock: a thread sharing this scope through a copied context
+            # either queued before this final flush (and is sent by it) or finds the scope
+            # closed and sends at once (_defer checks _depth under the same lock).
+            with self._send_lock:
+                self._depth -= 1
+                if self._depth > 0:
+                    return
+                try:
+                    if error is not None and self.on_error == "discard":
+                        self._discard()
+                    else:
+                        self.flush()
+                    completed = True
+                finally:
+                    if self._token is not None:
+                        _active.reset(self._token)
+                        self._token = None
+                    failures, self._failures = self._failures, []
+        finally:
+            # Outside the lock (a log handler may use the cache too), and even when the
+            # flush was interrupted (a BaseException such as a request timeout's); raised
+            # only after a clean exit of a body that did not raise.
+            raising = completed and error is None and self.raise_on_error
+            report_failures(failures, self._record, raising)
 
     # -- internals --------------------------------------------------------------------------
 
@@ -533,10 +538,6 @@ class RequestScope:
         self.commands_sent += commands
         if self._record is not None:
             self._record(commands, 1, 0)
-
-    def _report(self, *, raising: bool) -> None:
-        failures, self._failures = self._failures, []
-        report_failures(failures, self._record, self.raise_on_error and raising)
 
     def __repr__(self) -> str:
         return (

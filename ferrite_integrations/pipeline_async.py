@@ -44,7 +44,6 @@ from ferrite_integrations._requests import (
     reply_value,
 )
 from ferrite_integrations._wire_async import run_batch, run_command
-from ferrite_integrations.errors import FerriteError
 from ferrite_integrations.pipeline import (
     IMMEDIATE,
     STATEFUL,
@@ -282,6 +281,7 @@ class AsyncRequestScope:
         # Deferred commands whose async callback nobody awaited yet (insertion-ordered).
         self._callbacks_due: dict[AsyncHandle, None] = {}
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop that entered it
+        self._closing = False  # in its final exit: no longer found by _scope_for and co.
         self.round_trips = 0
         self.commands_sent = 0
 
@@ -302,7 +302,7 @@ class AsyncRequestScope:
     def open(self) -> bool:
         """Whether the scope is entered and not yet left. A task created during the
         request inherits its context and can outlive it: an ended scope is not found there."""
-        return self._depth > 0
+        return self._depth > 0 and not self._closing
 
     async def flush(self) -> None:
         """Send everything queued now, in one round trip; return once every batch of the
@@ -315,6 +315,7 @@ class AsyncRequestScope:
     async def __aenter__(self) -> AsyncRequestScope:
         if self._depth == 0:
             self._loop = asyncio.get_running_loop()
+            self._closing = False
             self._token = _active.set((*_active.get(), self))
         self._depth += 1
         return self
@@ -324,16 +325,17 @@ class AsyncRequestScope:
             self._depth -= 1
             return
         completed = False
+        # From here on, code that finds scopes (a task the request started, still running)
+        # sends at once: the final flush below cannot be kept going by new writes. The
+        # queue itself still takes what due callbacks defer through scope.deferred.
+        self._closing = True
         try:
-            # Still open (depth 1) while due callbacks run: they may defer and read too.
             if error is not None and self.on_error == "discard":
                 self._discard()
                 await self._drain()
                 await self._run_due_callbacks()
                 self._discard()
             else:
-                # Until nothing is left: a task sharing the scope may queue more while the
-                # flush awaits; nothing can between the last check and the close below.
                 await self.flush()
                 while self._callbacks_due or self._handles:
                     await self._run_due_callbacks()
@@ -344,6 +346,8 @@ class AsyncRequestScope:
             if self._token is not None:
                 _active.reset(self._token)
                 self._token = None
+            if not completed and (error is None or self.on_error == "flush"):
+                self._flush_later()
             # Reported even when the exit itself fails or is cancelled; raised only after
             # a clean exit of a body that did not raise.
             failures, self._failures = self._failures, []
@@ -352,6 +356,23 @@ class AsyncRequestScope:
                 self.pool.record_batch,
                 completed and self.raise_on_error and error is None,
             )
+
+    def _flush_later(self) -> None:
+        """The exit was cancelled (a client that went away) before the queue went out: a
+        task of its own sends it, and reports what failed, instead of losing it."""
+        if not self._handles or self._loop is None or self._loop.is_closed():
+            return
+
+        async def send_and_report() -> None:
+            try:
+                await self.flush()
+            finally:
+                failures, self._failures = self._failures, []
+                report_failures(failures, self.pool.record_batch, False)
+
+        task = self._loop.create_task(send_and_report())
+        _late_flushes.add(task)
+        task.add_done_callback(_late_flushes.discard)
 
     def flush_from_sync(self, sync_pool: Any) -> None:
         """Send the queue from sync code in this scope's context, before a sync command on
@@ -365,23 +386,20 @@ class AsyncRequestScope:
             running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             running = None
-        if running is not loop:
-            config = self.pool.config
-            timeout = config.socket_timeout
-            wait = None if timeout is None else 2 * timeout + config.socket_connect_timeout
+        if running is not loop and loop.is_running():
             future = asyncio.run_coroutine_threadsafe(self.flush(), loop)
+            wait = _longest_send(self.pool.config)
             try:
                 future.result(wait)
-            except concurrent.futures.TimeoutError:
-                future.cancel()
-                raise FerriteError(
-                    "The request's queued async cache writes could not be sent before this "
-                    f"sync call: their event loop did not run them within {wait:g} s (is "
-                    "it blocked waiting for this thread?). Use the async API in async code."
+            except concurrent.futures.TimeoutError:  # the writes still go out when it can
+                raise redis.exceptions.TimeoutError(
+                    "The request's queued async cache writes were not sent within "
+                    f"{wait:g} s, before this sync call: their event loop is busy or blocked "
+                    "(waiting for this thread?). Use the async API in async code."
                 ) from None
             return
-        if self._sending or self._in_flight:  # a batch of this loop is still on its way
-            _warn_unordered()
+        if self._sending or self._in_flight:  # a batch of this loop is still on its way,
+            _warn_unordered()  # maybe not yet written: what follows it must wait for it
             return
         handles, self._handles = self._handles, []
         stack, self._queue.command_stack = self._queue.command_stack, []
@@ -599,18 +617,25 @@ class AsyncRequestScope:
         discard_handles(handles)
 
 
-_warned_unordered = False
+# Tasks sending the queue of a scope whose exit was cancelled (kept until they finish).
+_late_flushes: set[asyncio.Task[None]] = set()
+
+
+def _longest_send(config: Any) -> float | None:
+    """How long one send of a queue may take under ``config``: waiting for a connection,
+    then every attempt's connect and reply (``None``: no socket timeout, no bound)."""
+    if config.socket_timeout is None:
+        return None
+    attempt = config.socket_connect_timeout + config.socket_timeout
+    return float(config.acquire_timeout + (config.retries + 1) * attempt)
 
 
 def _warn_unordered() -> None:
-    global _warned_unordered  # noqa: PLW0603 (one warning per process)
-    if not _warned_unordered:
-        _warned_unordered = True
-        logger.warning(
-            "A blocking cache call ran on the event loop while the request's async batch was "
-            "still on its way: its order relative to that batch is not guaranteed. Use the "
-            "async API (aget, aset, ...) in async code."
-        )
+    logger.warning(
+        "A blocking cache call ran on the event loop while the request's async batch was "
+        "still on its way: its order relative to that batch is not guaranteed. Use the "
+        "async API (aget, aset, ...) in async code."
+    )
 
 
 def _async_callback(

@@ -39,7 +39,8 @@ def pipelined_pools() -> list[tuple[str, bool]]:
     deferred write fails the request unless every cache on the pool ignores exceptions. A
     misconfigured cache is left out (logged; ``manage.py check`` reports it), so that it
     cannot fail requests that never use it."""
-    pools: dict[str, bool] = {}
+    manager = get_manager()
+    pools: dict[Any, tuple[str, bool]] = {}  # by configuration: one scope per pool
     for name in caches.settings:
         cache = caches[name]
         if not isinstance(cache, FerriteCache):
@@ -51,9 +52,10 @@ def pipelined_pools() -> list[tuple[str, bool]]:
                 cache.config_error,
             )
             continue
-        alias = cache.pool_alias
-        pools[alias] = pools.get(alias, False) or not cache.ignores_exceptions
-    return list(pools.items())
+        config = manager.config(cache.pool_alias)
+        alias, strict = pools.get(config, (cache.pool_alias, False))
+        pools[config] = (alias, strict or not cache.ignores_exceptions)
+    return list(pools.values())
 
 
 class PipelineMiddleware:

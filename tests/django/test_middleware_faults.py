@@ -260,3 +260,36 @@ def test_a_failure_is_reported_even_when_the_final_flush_is_interrupted(
         patch.undo()
     assert "Deferred SET failed" in caplog.text
     assert failed_deferred() - before == 1
+
+
+def test_one_strict_cache_on_a_shared_pool_makes_its_failed_flush_fail_the_request(
+    settings: Any, proxy: FaultProxy, rf: Any
+) -> None:
+    # Two caches on one pool through different aliases (LOCATION, and "pool" naming an
+    # alias configured elsewhere): one scope serves both, and it must be strict if either
+    # cache is, whichever comes first in CACHES.
+    manager = get_manager()
+    manager.configure("shared-main", proxy.url, socket_connect_timeout=0.5)
+    settings.CACHES = {
+        "lenient": {
+            "BACKEND": BACKEND,
+            "LOCATION": proxy.url,
+            "OPTIONS": {"ignore_exceptions": True, "socket_connect_timeout": 0.5},
+        },
+        "strict": {"BACKEND": BACKEND, "OPTIONS": {"pool": "shared-main"}},
+    }
+    strict = caches["strict"]
+    assert manager.config(caches["lenient"].pool_alias) == manager.config("shared-main")
+
+    def view(request: Any) -> HttpResponse:
+        strict.set("saved", "yes")
+        proxy.refuse()
+        proxy.cut_all()
+        return HttpResponse("saved")
+
+    try:
+        with pytest.raises(PipelineError, match="SET"):
+            PipelineMiddleware(view)(rf.get("/"))
+    finally:
+        manager.forget("shared-main")
+        manager.forget(caches["lenient"].pool_alias)
