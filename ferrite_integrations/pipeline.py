@@ -93,7 +93,7 @@ async_scopes: contextvars.ContextVar[tuple[Any, ...]] = contextvars.ContextVar(
 )
 
 
-def _same_server(one: Any, other: Any) -> bool:
+def _same_config(one: Any, other: Any) -> bool:
     return one is other or one == other
 
 
@@ -103,16 +103,17 @@ def settle_async_scopes(pool: Any) -> None:
     between sync and async within one request, through asgiref's ``sync_to_async`` or by
     calling blocking code from a coroutine, reads its own writes and keeps their order)."""
     for scope in async_scopes.get():
-        if scope.open and scope.busy and _same_server(scope.pool.config, pool.config):
+        if scope.open and scope.busy and _same_config(scope.pool.config, pool.config):
             scope.flush_from_sync(pool)
 
 
-def settle_sync_scopes(config: Any) -> None:
-    """The other direction of ``settle_async_scopes``: before an async command or deferral,
-    the writes sync request scopes of ``config`` queued in this context go out first. This
-    blocks the event loop for that round trip, as the blocking code that queued them did."""
+def settle_sync_scopes(pool: Any) -> None:
+    """The other direction of ``settle_async_scopes``: before an async command or deferral
+    on ``pool``, the writes sync request scopes of the same configuration queued in this
+    context go out first. This blocks the event loop for that round trip, as the blocking
+    code that queued them did."""
     for scope in _active.get():
-        if scope.open and scope.busy and _same_server(scope.pool.config, config):
+        if scope.open and scope.busy and _same_config(scope.pool.config, pool.config):
             scope.flush()
 
 

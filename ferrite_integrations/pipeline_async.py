@@ -202,7 +202,7 @@ class _FlushingPipeline(redis.asyncio.client.Pipeline):
 
 async def _flush_current(pool: Any) -> None:
     if _sync_active.get():
-        settle_sync_scopes(pool.config)
+        settle_sync_scopes(pool)
     scope = _scope_for(pool)
     if scope is not None:
         await scope.flush()
@@ -214,7 +214,7 @@ class AsyncScopeClient(redis.asyncio.Redis):
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         if _sync_active.get():
-            settle_sync_scopes(cast(Any, self.connection_pool).config)
+            settle_sync_scopes(self.connection_pool)
         scope = _scope_for(self.connection_pool) if _active.get() else None
         if scope is not None and scope.busy:
             return await scope._send_with(args, options)
@@ -401,9 +401,7 @@ class AsyncRequestScope:
         if self._sending or self._in_flight:  # a batch of this loop is still on its way,
             _warn_unordered()  # maybe not yet written: what follows it must wait for it
             return
-        handles, self._handles = self._handles, []
-        stack, self._queue.command_stack = self._queue.command_stack, []
-        scripts, self._queue.scripts = self._queue.scripts, set()
+        handles, stack, scripts = self._take_queue()
         try:
             raw = send_batch(sync_pool, stack, scripts)
         except Exception as failure:  # nothing can be assumed applied: all fail
@@ -470,7 +468,7 @@ class AsyncRequestScope:
                 "was never entered); use the client, or open a new scope"
             )
         if _sync_active.get():
-            settle_sync_scopes(self.pool.config)
+            settle_sync_scopes(self.pool)
         handle = AsyncHandle(self, name)
         self._queue.command_stack.append((args, options))
         self._handles.append(handle)
@@ -509,12 +507,10 @@ class AsyncRequestScope:
         # whole, with its handles and scripts; replies come back raw and callbacks are
         # applied per command afterwards, so a failing callback fails its command only.
         pipeliner = self._pipeliner_for(own.name if own is not None else None)
-        handles, self._handles = self._handles, []
-        stack, self._queue.command_stack = self._queue.command_stack, []
-        if pipeliner is not None:
+        handles, stack, scripts = self._take_queue()
+        if pipeliner is not None:  # (never with scripts: see _pipeliner_for)
             await self._send_grouped(pipeliner, handles, stack, own)
             return
-        scripts, self._queue.scripts = self._queue.scripts, set()
         self._sending += 1
         try:
             raw = await self._send_batch(stack, scripts)
@@ -612,9 +608,14 @@ class AsyncRequestScope:
         self.pool.record_batch(commands, 1)
 
     def _discard(self) -> None:
+        discard_handles(self._take_queue()[0])
+
+    def _take_queue(self) -> tuple[list[AsyncHandle], list[Any], set[Any]]:
+        """The queue, handed over whole (handles, commands, scripts), leaving it empty."""
         handles, self._handles = self._handles, []
-        self._queue.command_stack = []
-        discard_handles(handles)
+        stack, self._queue.command_stack = self._queue.command_stack, []
+        scripts, self._queue.scripts = self._queue.scripts, set()
+        return handles, stack, scripts
 
 
 # Tasks sending the queue of a scope whose exit was cancelled (kept until they finish).
@@ -872,7 +873,7 @@ class AutoPipelineClient(redis.asyncio.Redis):
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         if _sync_active.get():
-            settle_sync_scopes(cast(Any, self.connection_pool).config)
+            settle_sync_scopes(self.connection_pool)
         scope = _scope_for(self.connection_pool)
         if scope is not None and scope.busy:  # read-your-writes: after the scope's queue
             return await scope._send_with(args, options, self.pipeliner)

@@ -233,10 +233,9 @@ class ValueCodec:
     def dumps(self, value: Any) -> bytes | int:
         # type() rather than isinstance(): True must not be stored as 1, and pickle keeps
         # an int subclass's type.
-        if self._raw_ints and (
-            type(value) is int
-            or (self._raw_int_subclasses and isinstance(value, int) and type(value) is not bool)
-        ):
+        if type(value) is int and self._raw_ints:
+            return value
+        if self._raw_int_subclasses and isinstance(value, int) and type(value) is not bool:
             return int(value)
         data = self.serializer.dumps(value)
         if self._compressor is not None and len(data) >= self.compress_min_size:

@@ -153,3 +153,38 @@ def test_sync_code_between_runs_of_the_scopes_loop_sends_the_queue_itself(
         assert time.monotonic() - started < 1  # not a wait for a loop nobody runs
         runner.run(scope.__aexit__(None, None, None), context=context)
         runner.run(manager.aclose())
+
+
+def test_a_sync_call_does_not_wait_forever_for_a_blocked_loop_and_loses_nothing(
+    server: EmbeddedServer, manager: PoolManager, direct: redis.Redis
+) -> None:
+    manager.configure(
+        "default",
+        server.url,
+        socket_timeout=0.1,
+        socket_connect_timeout=0.1,
+        acquire_timeout=0.1,
+        retries=0,
+    )
+    ready = threading.Event()
+    release = threading.Event()
+    shared: dict[str, Any] = {}
+
+    async def request() -> None:
+        async with manager.arequest_scope("default") as scope:
+            scope.deferred.set("k", "queued")
+            shared["context"] = contextvars.copy_context()
+            ready.set()
+            release.wait(5)  # blocking code on the loop: it cannot send the queue meanwhile
+        await manager.aclose()
+
+    loop_thread = threading.Thread(target=asyncio.run, args=(request(),))
+    loop_thread.start()
+    assert ready.wait(5)
+    started = time.monotonic()
+    with pytest.raises(redis.TimeoutError, match=r"were not sent within 0\.3 s"):
+        shared["context"].run(manager.client("default").get, "k")
+    assert time.monotonic() - started < 2
+    release.set()
+    loop_thread.join(5)
+    assert direct.get("k") == b"queued"  # sent once the loop ran again

@@ -23,18 +23,24 @@ from tests.conftest import wait_until
 from tests.django.conftest import BACKEND
 
 
+def only_cache(settings: Any, url: str, **options: Any) -> Any:
+    """``CACHES`` with a single FerriteCache on ``url``; returns it."""
+    settings.CACHES = {"default": {"BACKEND": BACKEND, "LOCATION": url, "OPTIONS": options}}
+    return caches["default"]
+
+
+def server_goes_away(proxy: FaultProxy) -> None:
+    """The server is away by the time the request's queue goes out."""
+    proxy.refuse()
+    proxy.cut_all()
+
+
 @pytest.fixture
 def proxied_cache(settings: Any, proxy: FaultProxy) -> Iterator[Any]:
     """CACHES["default"] through a fault proxy, with short timeouts."""
-    settings.CACHES = {
-        "default": {
-            "BACKEND": BACKEND,
-            "LOCATION": proxy.url,
-            "OPTIONS": {"socket_timeout": 0.5, "socket_connect_timeout": 0.5},
-        }
-    }
-    yield caches["default"]
-    get_manager().forget(caches["default"].pool_alias)
+    cache = only_cache(settings, proxy.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    yield cache
+    get_manager().forget(cache.pool_alias)
 
 
 def test_a_final_flush_that_fails_fails_the_request(
@@ -42,8 +48,7 @@ def test_a_final_flush_that_fails_fails_the_request(
 ) -> None:
     def view(request: Any) -> HttpResponse:
         proxied_cache.set("saved", "yes")  # deferred: the view is told it succeeded
-        proxy.refuse()  # the server is away by the time the queue goes out
-        proxy.cut_all()
+        server_goes_away(proxy)
         return HttpResponse("saved")
 
     with pytest.raises(PipelineError, match=r"1 deferred command\(s\) failed: SET"):
@@ -57,8 +62,7 @@ async def test_a_final_async_flush_that_fails_fails_the_request(
 ) -> None:
     async def view(request: Any) -> HttpResponse:
         await proxied_cache.aset("saved", "yes")
-        proxy.refuse()
-        proxy.cut_all()
+        server_goes_away(proxy)
         return HttpResponse("saved")
 
     await proxied_cache.aget("warm-up")
@@ -72,19 +76,11 @@ async def test_a_final_async_flush_that_fails_fails_the_request(
 def test_with_ignore_exceptions_a_failed_flush_is_logged_not_raised(
     settings: Any, proxy: FaultProxy, rf: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings.CACHES = {
-        "default": {
-            "BACKEND": BACKEND,
-            "LOCATION": proxy.url,
-            "OPTIONS": {"ignore_exceptions": True, "socket_connect_timeout": 0.5},
-        }
-    }
-    cache = caches["default"]
+    cache = only_cache(settings, proxy.url, ignore_exceptions=True, socket_connect_timeout=0.5)
 
     def view(request: Any) -> HttpResponse:
         cache.set("saved", "yes")
-        proxy.refuse()
-        proxy.cut_all()
+        server_goes_away(proxy)
         return HttpResponse("ok")
 
     try:
@@ -100,14 +96,7 @@ def test_with_ignore_exceptions_and_the_breaker_open_writes_are_not_queued(
     settings: Any, ferrite_server_factory: Any, rf: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     server = ferrite_server_factory()
-    settings.CACHES = {
-        "default": {
-            "BACKEND": BACKEND,
-            "LOCATION": server.url,
-            "OPTIONS": {"ignore_exceptions": True, "socket_connect_timeout": 0.2},
-        }
-    }
-    cache = caches["default"]
+    cache = only_cache(settings, server.url, ignore_exceptions=True, socket_connect_timeout=0.2)
     cache.get("warm-up")
     server.stop()
     for _ in range(6):  # opens the breaker
@@ -241,8 +230,7 @@ def test_a_failure_is_reported_even_when_the_final_flush_is_interrupted(
 
     def view(request: Any) -> HttpResponse:
         proxied_cache.set("a", 1)
-        proxy.refuse()
-        proxy.cut_all()
+        server_goes_away(proxy)
         with pytest.raises(redis.ConnectionError):
             proxied_cache.get("x")  # carries SET a, which fails with it
         proxy.pass_through()
@@ -283,8 +271,7 @@ def test_one_strict_cache_on_a_shared_pool_makes_its_failed_flush_fail_the_reque
 
     def view(request: Any) -> HttpResponse:
         strict.set("saved", "yes")
-        proxy.refuse()
-        proxy.cut_all()
+        server_goes_away(proxy)
         return HttpResponse("saved")
 
     try:

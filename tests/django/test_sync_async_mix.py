@@ -22,6 +22,15 @@ def stored(client: redis.Redis, key: str) -> Any:
     return None if raw is None else cache._codec.loads(raw)
 
 
+async def through_the_middleware(view: Any, async_rf: Any) -> Any:
+    """One ASGI request through PipelineMiddleware, the loop's pools closed after it."""
+    await caches["default"].aget("warm-up")  # this loop's pool: connected before the view
+    try:
+        return await PipelineMiddleware(view)(async_rf.get("/"))
+    finally:
+        await get_manager().aclose()
+
+
 @pytest.mark.asyncio
 async def test_under_asgi_sync_code_in_a_thread_sees_and_follows_queued_async_writes(
     async_rf: Any, ferrite_client: redis.Redis
@@ -37,11 +46,7 @@ async def test_under_asgi_sync_code_in_a_thread_sees_and_follows_queued_async_wr
         await sync_to_async(cache.delete)("gone")
         return JsonResponse({"seen": seen})
 
-    await cache.aget("warm-up")
-    try:
-        response = await PipelineMiddleware(view)(async_rf.get("/"))
-    finally:
-        await get_manager().aclose()
+    response = await through_the_middleware(view, async_rf)
     assert response.content == b'{"seen": "from aset"}'
     assert stored(ferrite_client, "order") == "second"
     assert stored(ferrite_client, "gone") is None
@@ -61,11 +66,7 @@ async def test_under_asgi_blocking_calls_on_the_loop_see_and_follow_queued_async
         await cache.aset("after", "async last")
         return JsonResponse({"seen": seen, "again": await cache.aget("order")})
 
-    await cache.aget("warm-up")
-    try:
-        response = await PipelineMiddleware(view)(async_rf.get("/"))
-    finally:
-        await get_manager().aclose()
+    response = await through_the_middleware(view, async_rf)
     assert response.content == b'{"seen": "from aset", "again": "second"}'
     assert stored(ferrite_client, "order") == "second"
     assert stored(ferrite_client, "after") == "async last"
